@@ -1,0 +1,117 @@
+"""Config keys of sniper_d2, all under ``cfg.SNIPER``.
+
+Coordinate and unit conventions used by every key below:
+  * a *scale* is a resize factor applied to the original image (never a pixel size);
+  * sizes of objects are ``sqrt(w * h)`` of the box measured in ORIGINAL-image pixels;
+  * chip sizes and strides are in pixels of the SCALED image (what the network sees).
+
+Only :func:`add_sniper_config` needs detectron2's ``CfgNode``; it is imported lazily so that
+``import sniper_d2.config`` stays cheap.
+"""
+
+# A scale entry equal to this value means "resize the whole image so that its long side equals
+# CHIP_SIZE": a single chip then covers the whole image (SNIPER's coarsest pyramid level).
+FIT_SCALE = -1.0
+# A valid-range upper bound equal to this value means "no upper bound" (infinity).
+NO_UPPER_BOUND = -1.0
+
+
+def add_sniper_config(cfg):
+    """Add the ``SNIPER`` section (and the few extra model keys we use) to a detectron2 config.
+
+    Args:
+        cfg (detectron2.config.CfgNode): modified in place.
+    """
+    from detectron2.config import CfgNode as CN
+
+    _C = cfg
+    _C.SNIPER = CN()
+    # Master switch: train on chips (planned below) instead of whole images, and evaluate with
+    # multi-scale tiled inference. False gives a stock single-scale detectron2 model.
+    _C.SNIPER.ENABLED = True
+
+    # ---------------------------------------------------------------------------------------
+    # Training chips
+    # ---------------------------------------------------------------------------------------
+    # Pyramid scales (resize factors of the original image). FIT_SCALE (-1) = whole image fit to
+    # CHIP_SIZE on its long side. Original SNIPER on COCO: (3.0, 1.667, -1).
+    _C.SNIPER.SCALES = (3.0, 1.667, FIT_SCALE)
+    # One (lo, hi) per scale: a box is *valid* (a positive) at that scale when lo <= sqrt(w*h) < hi,
+    # measured in ORIGINAL-image pixels; elsewhere it is *ignored* (neither positive nor background).
+    # hi = -1 means infinity. Ranges should overlap. Original SNIPER: (0,80), (32,150), (120,inf).
+    _C.SNIPER.VALID_RANGES = ((0.0, 80.0), (32.0, 150.0), (120.0, NO_UPPER_BOUND))
+    # Chip side, in pixels of the scaled image. Chips are square.
+    _C.SNIPER.CHIP_SIZE = 512
+    # Grid stride of candidate chip positions, in pixels of the scaled image.
+    _C.SNIPER.CHIP_STRIDE = 32
+    # A box cut by the chip border stays a positive only if at least this fraction of its area is
+    # inside the chip; otherwise it becomes an ignore region.
+    _C.SNIPER.MIN_VISIBLE_FRACTION = 0.5
+    # Treat COCO ``iscrowd`` boxes as ignore regions (never positives, never background).
+    _C.SNIPER.CROWD_AS_IGNORE = True
+
+    # ---------------------------------------------------------------------------------------
+    # Chip plans (precomputed chips for every image, scale and epoch)
+    # ---------------------------------------------------------------------------------------
+    _C.SNIPER.PLAN = CN()
+    # Path of the plan file; "" = "<OUTPUT_DIR>/chip_plan_<dataset>.npz". Recomputed when its
+    # config hash or data set hash does not match.
+    _C.SNIPER.PLAN.FILE = ""
+    # Number of epochs planned (one seed per epoch). Training past the last planned epoch cycles.
+    _C.SNIPER.PLAN.EPOCHS = 10
+    # Base seed of the per-epoch seeds.
+    _C.SNIPER.PLAN.SEED = 0
+    # Worker processes used to plan (0 = plan in the main process).
+    _C.SNIPER.PLAN.NUM_WORKERS = 2
+
+    # ---------------------------------------------------------------------------------------
+    # Negative chips (mined from a weak detector's proposals, see tools/dump_proposals.py)
+    # ---------------------------------------------------------------------------------------
+    _C.SNIPER.NEG = CN()
+    # Proposals file written by tools/dump_proposals.py; "" = no negative chips.
+    _C.SNIPER.NEG.PROPOSALS_FILE = ""
+    # Per scale: a negative chip is kept only if it holds at least this many proposals that lie
+    # outside every positive chip. Original SNIPER: 25 at the finest scale, 10 otherwise.
+    _C.SNIPER.NEG.MIN_PROPOSALS = (25, 10, 10)
+    # Negative chips sampled per image per epoch (original SNIPER: 2).
+    _C.SNIPER.NEG.CHIPS_PER_IMAGE = 2
+    # Proposal dump: proposals kept per image and scale, and the NMS IoU applied first.
+    _C.SNIPER.NEG.TOPK_PER_SCALE = 300
+    _C.SNIPER.NEG.NMS_THRESH = 0.7
+
+    # ---------------------------------------------------------------------------------------
+    # Label assignment with ignored boxes
+    # ---------------------------------------------------------------------------------------
+    # RPN anchors whose IoU with any invalid (ignored) box exceeds this are labelled -1 (ignored).
+    _C.SNIPER.RPN_IGNORE_IOU = 0.3
+
+    # ---------------------------------------------------------------------------------------
+    # Data loading robustness
+    # ---------------------------------------------------------------------------------------
+    # False: a corrupt or missing image raises an error naming the file. True: the chip is skipped,
+    # counted and logged, and another chip is loaded in its place.
+    _C.SNIPER.SKIP_BAD_IMAGES = False
+
+    # ---------------------------------------------------------------------------------------
+    # Multi-scale tiled inference
+    # ---------------------------------------------------------------------------------------
+    _C.SNIPER.TEST = CN()
+    # Test scales (resize factors; FIT_SCALE = long side fit to TILE_SIZE).
+    _C.SNIPER.TEST.SCALES = (3.0, 1.667, FIT_SCALE)
+    # Per scale, detections are kept only if lo < sqrt(w*h) <= hi in original pixels (-1 = inf).
+    # Original SNIPER: (0, 90], (32, 180], (75, inf).
+    _C.SNIPER.TEST.VALID_RANGES = ((0.0, 90.0), (32.0, 180.0), (75.0, NO_UPPER_BOUND))
+    # Tiles: square windows of TILE_SIZE scaled pixels, overlapping by TILE_OVERLAP scaled pixels.
+    # The overlap should exceed the largest object kept at a scale, so one tile sees it whole.
+    _C.SNIPER.TEST.TILE_SIZE = 1024
+    _C.SNIPER.TEST.TILE_OVERLAP = 256
+    # Tiles run through the model per forward pass.
+    _C.SNIPER.TEST.TILE_BATCH_SIZE = 4
+    # Merge across tiles and scales: "nms" (torchvision batched_nms) or "soft_nms" (Gaussian).
+    _C.SNIPER.TEST.MERGE_METHOD = "nms"
+    _C.SNIPER.TEST.MERGE_IOU = 0.5
+    _C.SNIPER.TEST.SOFT_NMS_SIGMA = 0.55
+    # Detections with a score below this are dropped before merging.
+    _C.SNIPER.TEST.SCORE_THRESH = 0.05
+    # Detections kept per full image after merging (also COCOEvaluator's max_dets_per_image).
+    _C.SNIPER.TEST.MAX_DETECTIONS = 500
