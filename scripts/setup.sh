@@ -40,6 +40,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip --disable-pip-version-check)
+pip_install() {
+  # pip warns about configured local index folders that this machine lacks; drop only those lines.
+  "${PIP[@]}" install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 have() { "$VPY" - "$@" <<'PYEOF' >/dev/null 2>&1
 import importlib, sys
@@ -51,12 +55,12 @@ PYEOF
 if ! have torch torchvision; then
   log "installing $SNIPER_TORCH_SPEC (large download the first time)"
   # shellcheck disable=SC2086
-  "${PIP[@]}" install -q $SNIPER_TORCH_SPEC
+  pip_install $SNIPER_TORCH_SPEC
 fi
 
 if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml; then
   log "installing runtime and test dependencies"
-  "${PIP[@]}" install -q "setuptools<81" wheel "Pillow<10" fvcore iopath pycocotools \
+  pip_install "setuptools<81" wheel "Pillow<10" fvcore iopath pycocotools \
     opencv-python-headless tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
     cloudpickle tabulate termcolor yacs omegaconf hydra-core
 fi
@@ -66,7 +70,8 @@ if ! have detectron2.modeling detectron2.engine; then
   WORK="$(mktemp -d)"
   trap 'rm -rf "$WORK"' EXIT
   # --no-build-isolation: its setup.py imports torch to generate metadata.
-  "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -d "$WORK" "pb1-detectron2==0.6"
+  "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -d "$WORK" "pb1-detectron2==0.6" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   tar -xzf "$WORK"/pb1*detectron2-0.6.tar.gz -C "$WORK"
   SRC="$(find "$WORK" -maxdepth 1 -type d -name '*detectron2-0.6' | head -n1)"
   # Fix 1: drop the C++/CUDA extension (its sources are not in the sdist).
@@ -96,9 +101,11 @@ def __getattr__(name):
         "deformable convolutions or the fast COCO evaluator."
     )
 PYEOF
-  "${PIP[@]}" install -q --no-deps --no-build-isolation "$SRC"
+  pip_install --no-deps --no-build-isolation "$SRC"
 fi
 
-log "installing sniper_d2 (editable)"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+if ! (cd / && "$VPY" -c "import sniper_d2, os, sys; sys.exit(os.path.dirname(os.path.dirname(sniper_d2.__file__)) != sys.argv[1])" "$ROOT") 2>/dev/null; then
+  log "installing sniper_d2 (editable)"
+  pip_install --no-deps --no-build-isolation -e "$ROOT"
+fi
 "$VPY" -c "import torch, detectron2, sniper_d2; print('[setup] ok: torch', torch.__version__, '| detectron2', detectron2.__version__, '| sniper_d2', sniper_d2.__version__)"

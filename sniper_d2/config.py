@@ -29,6 +29,10 @@ def add_sniper_config(cfg):
     # Master switch: train on chips (planned below) instead of whole images, and evaluate with
     # multi-scale tiled inference. False gives a stock single-scale detectron2 model.
     _C.SNIPER.ENABLED = True
+    # Data sets to register from COCO-style json at start-up, so that DATASETS.TRAIN/TEST can name
+    # them: a tuple of (name, json_file, image_root) triples. image_root "" = the json's folder
+    # (or its images/ subfolder). Example: (("visdrone_train", "datasets/visdrone/train.json", ""),)
+    _C.SNIPER.REGISTER_COCO = ()
 
     # ---------------------------------------------------------------------------------------
     # Training chips

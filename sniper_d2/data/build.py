@@ -1,0 +1,78 @@
+"""Building the SNIPER training loader from a config: records -> plan -> chip stream."""
+
+import logging
+import os
+
+from detectron2.data import MetadataCatalog
+from detectron2.utils import comm
+
+from ..plans import PlanParams, load_or_build_plan
+from .chip_dataset import ChipStreamSpec, build_chip_train_loader
+from .datasets import load_records_for_dataset, records_to_dataset_dicts
+
+__all__ = ["default_plan_path", "build_sniper_train_loader", "load_training_plan"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_plan_path(cfg):
+    """``cfg.SNIPER.PLAN.FILE``, or ``<OUTPUT_DIR>/chip_plan_<train sets>.npz`` when empty."""
+    if cfg.SNIPER.PLAN.FILE:
+        return cfg.SNIPER.PLAN.FILE
+    return os.path.join(cfg.OUTPUT_DIR, "chip_plan_" + "+".join(cfg.DATASETS.TRAIN) + ".npz")
+
+
+def _training_records(cfg):
+    """Numpy records and detectron2 dicts of all training sets, concatenated."""
+    records, dicts = [], []
+    for name in cfg.DATASETS.TRAIN:
+        recs = load_records_for_dataset(name)
+        id_map = MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id
+        dicts.extend(records_to_dataset_dicts(recs, id_map))
+        records.extend(recs)
+    if not records:
+        raise ValueError(f"training data sets {list(cfg.DATASETS.TRAIN)} hold no images")
+    return records, dicts
+
+
+def load_training_plan(cfg, records):
+    """Load the chip plan matching (config, data), building it on rank 0 first if needed."""
+    params = PlanParams.from_cfg(cfg)
+    proposals = None
+    if cfg.SNIPER.NEG.PROPOSALS_FILE:
+        from ..proposals import load_proposals_for_records
+
+        proposals = load_proposals_for_records(cfg.SNIPER.NEG.PROPOSALS_FILE, records, params)
+    path = default_plan_path(cfg)
+    kwargs = dict(epochs=cfg.SNIPER.PLAN.EPOCHS, seed=cfg.SNIPER.PLAN.SEED, proposals=proposals)
+    if comm.get_rank() == 0:
+        plan = load_or_build_plan(path, records, params, num_workers=cfg.SNIPER.PLAN.NUM_WORKERS, **kwargs)
+    comm.synchronize()
+    if comm.get_rank() != 0:
+        plan = load_or_build_plan(path, records, params, num_workers=0, **kwargs)
+    return plan, params
+
+
+def build_sniper_train_loader(cfg, mapper, start_iter=0):
+    """The chip training loader of ``cfg`` for this process, starting at ``start_iter``.
+
+    Returns:
+        DataLoader yielding lists of ``SOLVER.IMS_PER_BATCH // world_size`` mapped chips.
+    """
+    records, dicts = _training_records(cfg)
+    plan, params = load_training_plan(cfg, records)
+    world = comm.get_world_size()
+    if cfg.SOLVER.IMS_PER_BATCH % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+                         f"the number of processes ({world})")
+    spec = ChipStreamSpec(
+        batch_size=cfg.SOLVER.IMS_PER_BATCH // world, rank=comm.get_rank(), world_size=world,
+        start_iter=start_iter, negatives_per_image=cfg.SNIPER.NEG.CHIPS_PER_IMAGE,
+        seed=cfg.SNIPER.PLAN.SEED,
+    )
+    n_pos = int((~plan.is_negative).sum())
+    logger.info(f"chip training: {len(records)} images, {n_pos} positive and "
+                f"{int(plan.is_negative.sum())} negative chips over {cfg.SNIPER.PLAN.EPOCHS} planned "
+                f"epochs, {spec.batch_size} chips per iteration per process, starting at iteration {start_iter}")
+    return build_chip_train_loader(plan, dicts, params.valid_ranges, mapper, spec,
+                                   num_workers=cfg.DATALOADER.NUM_WORKERS)
