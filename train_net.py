@@ -30,6 +30,7 @@ from sniper_d2.config import add_sniper_config  # noqa: E402
 from sniper_d2.data.build import build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.datasets import register_datasets_from_cfg  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
+from sniper_d2.results import save_eval_results  # noqa: E402
 from sniper_d2.evaluation import build_sniper_evaluator, has_fast_coco_eval, sniper_inference_model  # noqa: E402
 from sniper_d2.weights import resolve_weights  # noqa: E402
 
@@ -56,7 +57,10 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         if cfg.SNIPER.ENABLED:
             model = sniper_inference_model(cfg, model)
-        return super().test(cfg, model, evaluators)
+        results = super().test(cfg, model, evaluators)
+        if comm.is_main_process():
+            save_eval_results(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), results, cfg)
+        return results
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
