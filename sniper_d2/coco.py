@@ -194,3 +194,15 @@ def records_to_coco_json(records, categories):
                                 "bbox": [float(v) for v in box], "category_id": int(cat),
                                 "iscrowd": int(crowd), "area": float(box[2] * box[3])})
     return {"images": images, "annotations": annotations, "categories": list(categories)}
+
+
+def images_hash(records):
+    """A short digest of which images a data set holds (ids, file names, sizes), not its boxes.
+
+    Files derived from the images alone (e.g. proposals) carry it, so that a file made for another
+    data set is refused.
+    """
+    from .io import stable_hash
+
+    return stable_hash([[r["image_id"], os.path.basename(r["file_name"]), r["height"], r["width"]]
+                        for r in records])

@@ -42,7 +42,7 @@ def load_training_plan(cfg, records):
     if cfg.SNIPER.NEG.PROPOSALS_FILE:
         from ..proposals import load_proposals_for_records
 
-        proposals = load_proposals_for_records(cfg.SNIPER.NEG.PROPOSALS_FILE, records, params)
+        proposals = load_proposals_for_records(cfg.SNIPER.NEG.PROPOSALS_FILE, records, cfg.SNIPER.SCALES)
     path = default_plan_path(cfg)
     kwargs = dict(epochs=cfg.SNIPER.PLAN.EPOCHS, seed=cfg.SNIPER.PLAN.SEED, proposals=proposals)
     if comm.get_rank() == 0:
