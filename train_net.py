@@ -26,7 +26,9 @@ from detectron2.evaluation import COCOEvaluator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
+from sniper_d2.coco import DatasetError  # noqa: E402
 from sniper_d2.config import add_sniper_config  # noqa: E402
+from sniper_d2.io import ArtifactError  # noqa: E402
 from sniper_d2.data.build import build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.datasets import register_datasets_from_cfg  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
@@ -112,8 +114,16 @@ def main(args):
     return trainer.train()
 
 
+# Errors about the user's inputs (config, data, files we wrote): one clear line, no traceback.
+USER_ERRORS = (DatasetError, ArtifactError, FileNotFoundError, KeyError)
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except USER_ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError quotes its str()
+        sys.exit(f"train_net.py: error: {message}")
