@@ -88,6 +88,9 @@ def add_sniper_config(cfg):
     # ---------------------------------------------------------------------------------------
     # RPN anchors whose IoU with any invalid (ignored) box exceeds this are labelled -1 (ignored).
     _C.SNIPER.RPN_IGNORE_IOU = 0.3
+    # ROI-head proposals whose best match is an invalid box with at least this IoU are left out of
+    # sampling (neither foreground nor background).
+    _C.SNIPER.ROI_IGNORE_IOU = 0.5
 
     # ---------------------------------------------------------------------------------------
     # Data loading robustness
