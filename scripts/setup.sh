@@ -58,14 +58,16 @@ if ! have torch torchvision; then
   pip_install $SNIPER_TORCH_SPEC
 fi
 
-if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml; then
+if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml tensorboard; then
   log "installing runtime and test dependencies"
   pip_install "setuptools<81" wheel "Pillow<10" fvcore iopath pycocotools \
     opencv-python-headless tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
-    cloudpickle tabulate termcolor yacs omegaconf hydra-core
+    cloudpickle tabulate termcolor yacs omegaconf hydra-core tensorboard
 fi
 
-if ! have detectron2.modeling detectron2.engine; then
+# A usable detectron2: importable, and its _C answers collect_env's questions (a real build, or
+# our stand-in from this script's current version).
+if ! have detectron2.modeling detectron2.engine || ! "$VPY" -c "import detectron2._C as c; c.get_compiler_version()" >/dev/null 2>&1; then
   log "installing detectron2 (pb1-detectron2==0.6, Python-only; see the fixes listed in this script)"
   WORK="$(mktemp -d)"
   trap 'rm -rf "$WORK"' EXIT
@@ -90,8 +92,16 @@ PYEOF
 """Stand-in for detectron2's compiled extension (installed by sniper_d2/scripts/setup.sh).
 
 This detectron2 is the Python-only v0.6 source. Faster R-CNN with FPN uses torchvision ops only.
-Any attribute looked up here is a compiled op this install lacks.
+Any other attribute looked up here is a compiled op this install lacks.
 """
+
+
+def get_compiler_version():  # used by detectron2.utils.collect_env
+    return "none (Python-only detectron2)"
+
+
+def get_cuda_version():  # used by detectron2.utils.collect_env
+    return "none (Python-only detectron2)"
 
 
 def __getattr__(name):
