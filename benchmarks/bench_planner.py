@@ -82,8 +82,9 @@ def reference_positive_chips(boxes, image_size, scale, valid_range, chip_size, s
     for b in uncovered:
         if chips and inside(np.stack(chips), b[None])[:, 0].any():
             continue
-        cx0 = 0.5 * (max(b[2] - cw, 0.0) + max(min(b[0], w - cw), max(b[2] - cw, 0.0)))
-        cy0 = 0.5 * (max(b[3] - ch, 0.0) + max(min(b[1], h - ch), max(b[3] - ch, 0.0)))
+        b64 = b.astype(np.float64)
+        cx0 = 0.5 * (max(b64[2] - cw, 0.0) + max(min(b64[0], w - cw), max(b64[2] - cw, 0.0)))
+        cy0 = 0.5 * (max(b64[3] - ch, 0.0) + max(min(b64[1], h - ch), max(b64[3] - ch, 0.0)))
         chips.append(np.array([min(np.float32(cx0), b[0]), min(np.float32(cy0), b[1]),
                                max(min(np.float32(cx0 + cw), np.float32(w)), b[2]),
                                max(min(np.float32(cy0 + ch), np.float32(h)), b[3])], np.float32))

@@ -18,12 +18,14 @@ import hashlib
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 
 from .chips import negative_chips, positive_chips, resolve_scale
+from .coco import sanitize_boxes
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
 __all__ = ["PlanParams", "ChipPlan", "plan_image", "build_plan", "save_plan", "load_plan",
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 PLAN_FORMAT = "sniper_d2.chip_plan"
 PLAN_VERSION = 1
+# Fewer images than this are planned in the calling process: a pool would cost more than it saves.
+_MIN_IMAGES_PER_POOL = 16
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,9 @@ class ChipPlan:
         per = self.chips_per_image(num_images, num_scales)
         lines = [f"{len(self)} chips, {num_images} images, {self.epochs} epochs"]
         for s in range(num_scales):
-            name = f"scale #{s}" + (f" ({scales[s]:g})" if scales is not None else "")
+            name = f"scale #{s}"
+            if scales is not None:
+                name += " (fit)" if float(scales[s]) == -1 else f" ({float(scales[s]):g}x)"
             lines.append(f"  {name}: {per[s, 0]:.2f} positive, {per[s, 1]:.2f} negative chips per image per epoch")
         return "\n".join(lines)
 
@@ -219,11 +225,25 @@ def _plan_job(job):
     return plan_image(*job)
 
 
-def _jobs(records, params, epochs, seed, proposals):
+def _jobs(records, params, epochs, seed, proposals, dropped):
+    """Per image: clean boxes and proposals once (counting drops in ``dropped``), then the job."""
     for i, r in enumerate(records):
+        size = (r["height"], r["width"])
         boxes = np.asarray(r["boxes"], np.float32).reshape(-1, 4)[~_crowd(r)]
+        boxes, keep, counts = sanitize_boxes(boxes, size)
+        dropped.update({"boxes " + k: v for k, v in counts.items()})
         props = proposals.get(r["image_id"]) if proposals else None
-        yield (r["height"], r["width"]), boxes, i, params, epochs, seed, props
+        if props is not None:
+            cleaned = []
+            for p in props:
+                if p is None:
+                    cleaned.append(None)
+                    continue
+                p, keep_p, counts = sanitize_boxes(p, size)
+                dropped.update({"proposals " + k: v for k, v in counts.items()})
+                cleaned.append(p[keep_p])
+            props = cleaned
+        yield size, boxes[keep], i, params, epochs, seed, props
 
 
 def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, proposals_id=None,
@@ -235,7 +255,8 @@ def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, pro
             float32 XYXY original pixels, ``height``, ``width``, ``image_id``, ``iscrowd``).
         params (PlanParams): chip parameters.
         epochs (int): epochs to plan (one seed per epoch). seed (int): base seed.
-        num_workers (int): worker processes (0 = this process).
+        num_workers (int): worker processes (0 = this process; data sets of fewer than 16 images
+            are always planned in this process).
         proposals (dict or None): image_id -> list over scale index of (P, 4) float32 proposal boxes
             (original pixels), for negative chips; images missing from it get none.
         proposals_id (str or None): identifies the proposals in the config hash; None = a digest of
@@ -251,16 +272,22 @@ def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, pro
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if proposals_id is None:
         proposals_id = proposals_digest(proposals)
-    jobs = _jobs(records, params, epochs, seed, proposals)
+    dropped = Counter()
+    jobs = _jobs(records, params, epochs, seed, proposals, dropped)
     bar = dict(total=len(records), desc="planning chips", unit="img", disable=not progress)
-    if num_workers > 0 and len(records) > 1:
+    if num_workers > 0 and len(records) >= _MIN_IMAGES_PER_POOL:
         chunk = max(1, min(64, len(records) // (8 * num_workers)))
-        # "spawn": the parent may be a training process holding torch threads; forking it is unsafe.
-        with get_context("spawn").Pool(num_workers) as pool:
+        # Workers run numpy only, so forking (as torch's DataLoader does) is safe and starts in
+        # milliseconds; "spawn" would re-import the caller's main module (torch, detectron2) per worker.
+        method = "fork" if "fork" in get_all_start_methods() else "spawn"
+        with get_context(method).Pool(num_workers) as pool:
             results = list(tqdm(pool.imap(_plan_job, jobs, chunksize=chunk), **bar))
     else:
         results = [_plan_job(j) for j in tqdm(jobs, **bar)]
 
+    if dropped:
+        detail = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items()))
+        logger.warning(f"planning: dropped or clipped {detail}")
     columns = [[] for _ in range(6)]
     for i, image_rows in enumerate(results):
         for e, s, scale, chips, neg in image_rows:
@@ -371,5 +398,5 @@ def load_or_build_plan(path, records, params, epochs, seed, num_workers=0, propo
     plan = build_plan(records, params, epochs, seed, num_workers=num_workers, proposals=proposals,
                       proposals_id=proposals_id, progress=progress)
     save_plan(path, plan, params=params, seed=seed)
-    logger.info(f"saved chip plan {path}\n{plan.summary(len(records), params.scales)}")
+    logger.info(f"saved chip plan {path}: {len(plan)} chips over {epochs} epochs")
     return plan

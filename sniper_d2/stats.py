@@ -18,7 +18,7 @@ How the settings are derived (:func:`suggest_sniper_params`):
 4. Between them, fixed scales are spaced geometrically, ``s_k = s_1 / r^k``, with the smallest
    number of steps such that ``r <= sqrt(a_hi / a_lo)``: each step shifts the band by at most half
    its (log) width, so neighbouring valid ranges overlap by about half and every object is valid at
-   one or two scales.
+   one or two scales. When ``s_1 < 1.25 s_fit`` there is no fixed scale: ``FIT_SCALE`` alone, [0, inf).
 5. Scale ``s`` is valid for objects of original size ``[a_lo / s, a_hi / s)``; the finest scale
    starts at 0 (tiny objects still have nowhere better to go) and ``FIT_SCALE`` is open above
    (``-1``), starting at ``a_lo / s_fit``.
@@ -206,16 +206,17 @@ def suggest_sniper_params(absolute, sizes_hw, anchor_sizes=DEFAULT_ANCHOR_SIZES,
     s_fit = chip_size / long_side
     s_1 = min(max_scale, a_lo / p_low)
     r_max = math.sqrt(a_hi / a_lo)
-    steps = max(0, math.ceil(math.log(s_1 / s_fit) / math.log(r_max) - 1e-9)) if s_1 > s_fit else 0
+    # No fixed scale within 1.25x of the fit scale: the whole-image level already serves it.
+    steps = max(0, math.ceil(math.log(s_1 / s_fit) / math.log(r_max) - 1e-9)) if s_1 > 1.25 * s_fit else 0
     r = (s_1 / s_fit) ** (1.0 / steps) if steps else 1.0
     fixed = [_round_sig(s_1 / r ** k) for k in range(steps)]
 
     scales = tuple(fixed) + (FIT_SCALE,)
-    ranges = [[round(a_lo / s, 1), round(a_hi / s, 1)] for s in fixed]
-    ranges.append([round(a_lo / s_fit, 1), NO_UPPER_BOUND])
+    ranges = [[_round_sig(a_lo / s), _round_sig(a_hi / s)] for s in fixed]
+    ranges.append([_round_sig(a_lo / s_fit), NO_UPPER_BOUND])
     ranges[0][0] = 0.0
-    test_ranges = [[round(lo * test_widen[0], 1), hi if hi == NO_UPPER_BOUND else round(hi * test_widen[1], 1)]
-                   for lo, hi in ranges]
+    test_ranges = [[_round_sig(lo * test_widen[0]),
+                    hi if hi == NO_UPPER_BOUND else _round_sig(hi * test_widen[1])] for lo, hi in ranges]
     stride = max(8, int(round(chip_size / 16 / 8)) * 8)
     return ScaleSuggestion(
         scales=scales, valid_ranges=tuple(tuple(x) for x in ranges), chip_size=int(chip_size),
