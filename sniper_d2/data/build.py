@@ -22,7 +22,7 @@ def default_plan_path(cfg):
     return os.path.join(cfg.OUTPUT_DIR, "chip_plan_" + "+".join(cfg.DATASETS.TRAIN) + ".npz")
 
 
-def _training_records(cfg):
+def training_records(cfg):
     """Numpy records and detectron2 dicts of all training sets, concatenated."""
     records, dicts = [], []
     for name in cfg.DATASETS.TRAIN:
@@ -59,7 +59,7 @@ def build_sniper_train_loader(cfg, mapper, start_iter=0):
     Returns:
         DataLoader yielding lists of ``SOLVER.IMS_PER_BATCH // world_size`` mapped chips.
     """
-    records, dicts = _training_records(cfg)
+    records, dicts = training_records(cfg)
     plan, params = load_training_plan(cfg, records)
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:

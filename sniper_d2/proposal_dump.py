@@ -1,0 +1,121 @@
+"""Dumping a weakly trained detector's RPN proposals over the training set, for negative chips.
+
+Every training image is processed at every SNIPER training scale (``SNIPER.SCALES``; the fit scale
+fits the long side to ``CHIP_SIZE``), tiled like inference tiles (``SNIPER.TEST.TILE_SIZE`` windows
+with ``TILE_OVERLAP``, cut from the original image and resized one by one). Per image and scale the
+tiles' proposals are mapped to original pixels, merged with NMS (``SNIPER.NEG.NMS_THRESH``) and the
+top ``SNIPER.NEG.TOPK_PER_SCALE`` kept. Work is sharded over processes (``rank::world``) and saved in
+parts every few images (see :mod:`sniper_d2.proposals`), so an interrupted dump resumes where it
+stopped; rank 0 merges the parts into one versioned file.
+"""
+
+import logging
+
+import numpy as np
+import torch
+from detectron2.utils import comm
+from torchvision.ops import nms
+
+from .chips import resolve_scale
+from .coco import images_hash
+from .data.image_io import read_image
+from .data.mapper import crop_and_scale
+from .inference.tiling import tile_windows
+from .proposals import finished_image_ids, merge_proposal_parts, save_proposal_part, scales_hash
+
+__all__ = ["image_proposals", "dump_proposals"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def _rpn(model, tiles):
+    """RPN proposals of a batch of tiles: list of (boxes (P, 4) tile pixels, logits (P,)) on CPU."""
+    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.transpose(2, 0, 1)))} for t in tiles]
+    images = model.preprocess_image(inputs)
+    features = model.backbone(images.tensor)
+    proposals, _ = model.proposal_generator(images, features, None)
+    return [(p.proposal_boxes.tensor.cpu(), p.objectness_logits.cpu()) for p in proposals]
+
+
+def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, batch_size, topk, nms_thresh):
+    """Proposals of one image at each scale.
+
+    Args:
+        model: detectron2 GeneralizedRCNN in eval mode.
+        image: (H, W, 3) uint8 original image in the model's input format.
+        scales: SNIPER.SCALES entries (factor or -1 = fit the long side to ``chip_size``).
+
+    Returns:
+        list over scales of (boxes (K, 4) float32 XYXY original pixels, scores (K,) float32).
+    """
+    h, w = image.shape[:2]
+    out = []
+    for entry in scales:
+        scale = resolve_scale(entry, (h, w), chip_size)
+        scaled = (int(round(h * scale)), int(round(w * scale)))
+        cut = [crop_and_scale(image, win / scale, scale, tile_size) for win in tile_windows(scaled, tile_size, tile_overlap)]
+        boxes, scores = [], []
+        for start in range(0, len(cut), batch_size):
+            batch = cut[start:start + batch_size]
+            for (tile, origin, factors), (b, s) in zip(batch, _rpn(model, [c[0] for c in batch])):
+                f = torch.tensor([factors[0], factors[1], factors[0], factors[1]])
+                o = torch.tensor([origin[0], origin[1], origin[0], origin[1]], dtype=torch.float32)
+                boxes.append(b / f + o)
+                scores.append(s)
+        boxes, scores = torch.cat(boxes), torch.cat(scores)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        keep = nms(boxes, scores, nms_thresh)[:topk]
+        out.append((boxes[keep].numpy().astype(np.float32), scores[keep].numpy().astype(np.float32)))
+    return out
+
+
+def dump_proposals(cfg, model, records, output_path, save_every=16):
+    """Dump proposals of ``records`` (this process's share) and merge on rank 0.
+
+    Args:
+        cfg: config with SNIPER.* keys. model: GeneralizedRCNN (eval mode is set here).
+        records (list[dict]): the training set (see :func:`sniper_d2.coco.load_coco_records`).
+        output_path (str): the proposals file to write.
+        save_every (int): images per saved part (the resume granularity).
+    """
+    from tqdm import tqdm
+
+    header = {"images_hash": images_hash(records), "scales_hash": scales_hash(cfg.SNIPER.SCALES),
+              "scales": list(cfg.SNIPER.SCALES)}
+    done = finished_image_ids(output_path, header)
+    rank, world = comm.get_rank(), comm.get_world_size()
+    mine = [r for r in records[rank::world] if r["image_id"] not in done]
+    if done:
+        logger.info(f"resuming the proposal dump: {len(done)} images already done")
+    model.eval()
+    rows, done_ids, part = [], [], 0
+
+    def flush():
+        nonlocal rows, done_ids, part
+        if not done_ids:
+            return
+        # Every finished image adds one row per scale (possibly empty), so rows is not empty.
+        cat = [np.concatenate(column) for column in zip(*rows)]
+        name = f"rank{rank}_{done_ids[0]}_{len(done) + part}"
+        save_proposal_part(output_path, name, header, done_ids, *cat)
+        rows, done_ids, part = [], [], part + 1
+
+    t = cfg.SNIPER.TEST
+    for rec in tqdm(mine, desc=f"proposals (rank {rank})", unit="img", disable=not comm.is_main_process()):
+        image = read_image(rec["file_name"], format=cfg.INPUT.FORMAT)
+        per_scale = image_proposals(model, image, cfg.SNIPER.SCALES, cfg.SNIPER.CHIP_SIZE, t.TILE_SIZE,
+                                    t.TILE_OVERLAP, t.TILE_BATCH_SIZE, cfg.SNIPER.NEG.TOPK_PER_SCALE,
+                                    cfg.SNIPER.NEG.NMS_THRESH)
+        for s_idx, (boxes, scores) in enumerate(per_scale):
+            rows.append((np.full(len(boxes), rec["image_id"], np.int64), np.full(len(boxes), s_idx, np.int32),
+                         boxes, scores))
+        done_ids.append(rec["image_id"])
+        if len(done_ids) >= save_every:
+            flush()
+    flush()
+    comm.synchronize()
+    if comm.is_main_process():
+        merge_proposal_parts(output_path, header)
+    comm.synchronize()

@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Dump RPN proposals of a (short-trained) model over the training set, for negative chips.
+
+Runs at every SNIPER training scale, tiled like inference, keeps SNIPER.NEG.TOPK_PER_SCALE proposals
+per image and scale after NMS, and writes one versioned file. Interrupted? Run the same command
+again: finished images are not redone. Then train with SNIPER.NEG.PROPOSALS_FILE pointing at it.
+
+Examples:
+    python tools/dump_proposals.py --config-file configs/sniper_tiny_cpu.yaml \
+        --output output/proposals.npz MODEL.WEIGHTS output/short/model_final.pth
+    python tools/dump_proposals.py --config-file configs/sniper_r50_fpn.yaml --num-gpus 4 \
+        --output output/coco_proposals.npz MODEL.WEIGHTS output/short/model_final.pth
+"""
+
+import os
+import sys
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sniper_d2.data.build import training_records  # noqa: E402
+from sniper_d2.engine import launch_cpu  # noqa: E402
+from sniper_d2.proposal_dump import dump_proposals  # noqa: E402
+from train_net import USER_ERRORS, Trainer, setup  # noqa: E402
+
+
+def main(args):
+    cfg = setup(args)
+    if not cfg.MODEL.WEIGHTS:
+        raise FileNotFoundError("give the weak detector's weights: MODEL.WEIGHTS path/to/model_final.pth")
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    records, _ = training_records(cfg)
+    dump_proposals(cfg, model, records, args.output)
+
+
+if __name__ == "__main__":
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument("--output", required=True, help="proposals file to write (.npz)")
+    args = parser.parse_args()
+    try:
+        if args.num_gpus > 1 and not torch.cuda.is_available():
+            launch_cpu(main, args.num_gpus, dist_url=args.dist_url, args=(args,))
+        else:
+            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+    except USER_ERRORS as e:
+        sys.exit(f"dump_proposals.py: error: {e}")
