@@ -91,10 +91,13 @@ def setup(args):
         raise FileNotFoundError(f"config file {args.config_file} not found")
     try:
         cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
     except KeyError as e:
-        raise KeyError(f"{args.config_file} (or the command line): unknown config key: {e}; "
+        raise KeyError(f"{args.config_file}: unknown config key: {e.args[0] if e.args else e}; "
                        "see sniper_d2/config.py for the SNIPER.* keys") from e
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys given on the command line
+        raise KeyError(f"command-line config override: {e.args[0] if e.args else e}") from e
     cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
     cfg.freeze()
     default_setup(cfg, args)
