@@ -24,6 +24,7 @@ from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
@@ -101,6 +102,7 @@ def setup(args):
     cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sniper_d2", abbrev_name="sniper")
     register_datasets_from_cfg(cfg)
     return cfg
 

@@ -80,6 +80,15 @@ def test_ranks_see_disjoint_chips_covering_the_epoch():
     assert len(set(seen)) == epoch_len // 2 * 2
 
 
+def test_batches_do_not_depend_on_the_number_of_workers():
+    plan = fake_plan()
+    one = _batches(_stream(plan, ChipStreamSpec(batch_size=3, seed=4)), 12)
+    # Worker w of W builds batches w, w + W, ...; interleaving them must give the same sequence.
+    stream = _stream(plan, ChipStreamSpec(batch_size=3, seed=4))
+    sequence = __import__("sniper_d2.data.chip_dataset", fromlist=["_RankSequence"])._RankSequence(plan, stream.spec)
+    assert [stream._batch(sequence, j) for j in range(12)] == one
+
+
 def test_skipped_chips_are_replaced_not_batched_short():
     plan = fake_plan()
     dicts = [{"file_name": f"img{i}.jpg", "image_id": i, "height": 200, "width": 200, "annotations": []}

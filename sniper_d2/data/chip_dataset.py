@@ -3,9 +3,8 @@
 Epoch ``e`` uses the plan's epoch ``e % plan_epochs``: all of its positive chips plus up to
 ``negatives_per_image`` of its negative chips per image, sampled with a seed derived from
 (seed, e), then shuffled with the same seed. The global list is split across DDP ranks
-(``rank::world_size``) and, inside a rank, across data-loader workers (``worker::num_workers``).
-Each worker yields whole batches, and torch's DataLoader takes batches from workers round-robin,
-so the chips of iteration ``k`` are a pure function of (plan, seed, world, workers, k): resuming at
+(``rank::world_size``); data-loader workers build whole batches in turn (see :class:`ChipStream`).
+The chips of iteration ``k`` are a pure function of (plan, seed, world size, k), so resuming at
 iteration ``k`` (:func:`build_chip_train_loader` with ``start_iter=k``) continues the exact sequence.
 """
 
@@ -94,8 +93,47 @@ class ChipStreamSpec:
     seed: int = 0
 
 
+class _RankSequence:
+    """One process's endless chip sequence (plan chip indices), with random access by position.
+
+    Position ``p`` is the p-th chip this rank trains on: epochs' chip lists (sharded
+    ``rank::world_size``) one after the other. Epoch lists are computed on demand; old ones dropped.
+    """
+
+    def __init__(self, plan, spec):
+        self.plan = plan
+        self.spec = spec
+        self._epochs = {}  # epoch -> (start position, chip indices)
+        self._next_epoch, self._next_start = 0, 0
+
+    def __getitem__(self, pos):
+        while pos >= self._next_start:
+            s = self.spec
+            chips = epoch_chip_indices(self.plan, self._next_epoch, s.negatives_per_image, s.seed)[s.rank::s.world_size]
+            if len(chips) == 0:
+                raise ValueError(f"epoch {self._next_epoch} has no chip for process {s.rank} of {s.world_size}: "
+                                 "the plan holds fewer chips than processes")
+            self._epochs[self._next_epoch] = (self._next_start, chips)
+            self._epochs.pop(self._next_epoch - 3, None)
+            self._next_epoch += 1
+            self._next_start += len(chips)
+        for start, chips in self._epochs.values():
+            if start <= pos < start + len(chips):
+                return int(chips[pos - start])
+        raise IndexError(f"chip position {pos} is before the epochs kept in memory")
+
+
 class ChipStream(torch.utils.data.IterableDataset):
-    """An endless stream of mapped chips (one process's share), batched per worker."""
+    """An endless stream of batches of mapped chips (one process's share).
+
+    Batch ``j`` holds this rank's chips at positions ``j*B .. (j+1)*B - 1``; data-loader worker ``w``
+    builds the batches ``j = start_iter + w, start_iter + w + W, ...``, which torch's DataLoader
+    returns round-robin, i.e. in order. A chip whose image cannot be read (the mapper returns None)
+    is replaced by the chips after the batch, in order. So batch ``j`` depends only on (plan, seed,
+    rank, world size, j): not on the number of workers, and not on where training was resumed.
+    """
+
+    MAX_CONSECUTIVE_FAILURES = 100
 
     def __init__(self, plan, dataset_dicts, valid_ranges, mapper, spec):
         """
@@ -115,31 +153,30 @@ class ChipStream(torch.utils.data.IterableDataset):
             raise ValueError("the chip plan holds no positive chips and no negatives are sampled: "
                              "nothing to train on (are the data set's boxes all invalid?)")
 
-    def _chip_indices(self, worker, num_workers):
-        """This worker's endless sequence of plan chip indices, starting at the resume point."""
-        s = self.spec
-        # Batches are taken round-robin from the workers: iteration k comes from worker k % W.
-        batches_before = (s.start_iter - worker + num_workers - 1) // num_workers
-        skip = max(0, batches_before) * s.batch_size
-        per_worker_epochs = (
-            epoch_chip_indices(self.plan, e, s.negatives_per_image, s.seed)[s.rank::s.world_size][worker::num_workers]
-            for e in itertools.count()
-        )
-        return itertools.islice(itertools.chain.from_iterable(per_worker_epochs), skip, None)
+    def _map(self, index):
+        record = self.dataset_dicts[int(self.plan.image_index[index])]
+        return self.mapper(chip_dict(record, self.plan, index, self.valid_ranges))
+
+    def _batch(self, sequence, j):
+        size = self.spec.batch_size
+        spare = (j + 1) * size
+        batch = []
+        for pos in range(j * size, (j + 1) * size):
+            mapped, failures = self._map(sequence[pos]), 0
+            while mapped is None:  # an unreadable image, skipped and counted by the mapper
+                failures += 1
+                if failures > self.MAX_CONSECUTIVE_FAILURES:
+                    raise RuntimeError(f"{failures} chips in a row could not be loaded; see the warnings above")
+                mapped, spare = self._map(sequence[spare]), spare + 1
+            batch.append(mapped)
+        return batch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        batch = []
-        for index in self._chip_indices(worker, num_workers):
-            record = self.dataset_dicts[int(self.plan.image_index[index])]
-            mapped = self.mapper(chip_dict(record, self.plan, index, self.valid_ranges))
-            if mapped is None:  # a bad image, skipped and counted by the mapper
-                continue
-            batch.append(mapped)
-            if len(batch) == self.spec.batch_size:
-                yield batch
-                batch = []
+        sequence = _RankSequence(self.plan, self.spec)
+        for j in itertools.count(self.spec.start_iter + worker, num_workers):
+            yield self._batch(sequence, j)
 
 
 def build_chip_train_loader(plan, dataset_dicts, valid_ranges, mapper, spec, num_workers):
