@@ -10,7 +10,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_image", "read_image_size"]
+__all__ = ["ImageReadError", "read_image", "read_image_region", "read_image_size"]
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -69,6 +69,24 @@ def _to_uint8_rgb(img, file_name):
         raise ImageReadError(file_name, f"unsupported image mode {img.mode!r} ({e})") from e
 
 
+def _load_oriented(img, file_name):
+    """Decode ``img`` and apply its EXIF orientation (no extra copy when there is none)."""
+    try:
+        img.load()  # decode now: truncated data raises here
+        try:
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        except (OSError, ValueError):  # a broken EXIF block: pixels as stored
+            orientation = 1
+        return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(file_name, f"corrupt or truncated image data ({e})") from e
+
+
+def _check_format(format):
+    if format not in ("BGR", "RGB"):
+        raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
+
+
 def read_image(file_name, format="BGR"):
     """Read an image, applying its EXIF orientation.
 
@@ -82,13 +100,32 @@ def read_image(file_name, format="BGR"):
     Raises:
         ImageReadError: missing, truncated, corrupt, or of an unsupported mode.
     """
-    if format not in ("BGR", "RGB"):
-        raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
+    _check_format(format)
     with _open(file_name) as img:
-        try:
-            img.load()  # decode now: truncated data raises here
-            img = ImageOps.exif_transpose(img)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageReadError(file_name, f"corrupt or truncated image data ({e})") from e
-        rgb = _to_uint8_rgb(img, file_name)
+        rgb = _to_uint8_rgb(_load_oriented(img, file_name), file_name)
     return np.ascontiguousarray(rgb[..., ::-1]) if format == "BGR" else rgb
+
+
+def read_image_region(file_name, region, format="BGR"):
+    """Read only a region of an image (after EXIF rotation), holding one decoded copy at most.
+
+    Args:
+        file_name (str): path.
+        region: (x0, y0, x1, y1) ints in (EXIF-rotated) image pixels; clipped to the image.
+        format (str): "BGR" or "RGB".
+
+    Returns:
+        (crop (h, w, 3) uint8, (height, width) of the whole image after EXIF rotation).
+    """
+    _check_format(format)
+    with _open(file_name) as img:
+        oriented = _load_oriented(img, file_name)
+        width, height = oriented.size
+        x0, y0 = max(0, int(region[0])), max(0, int(region[1]))
+        x1, y1 = min(width, int(region[2])), min(height, int(region[3]))
+        if x1 <= x0 or y1 <= y0:
+            raise ImageReadError(file_name, f"region {list(region)} lies outside the {width}x{height} image")
+        crop = oriented.crop((x0, y0, x1, y1))
+        del oriented
+        rgb = _to_uint8_rgb(crop, file_name)
+    return (np.ascontiguousarray(rgb[..., ::-1]) if format == "BGR" else rgb), (height, width)

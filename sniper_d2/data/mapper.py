@@ -18,11 +18,34 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from .image_io import ImageReadError, read_image
+from .image_io import ImageReadError, read_image_region
 
-__all__ = ["SniperDatasetMapper", "crop_and_scale", "chip_targets"]
+__all__ = ["SniperDatasetMapper", "crop_and_scale", "chip_pixel_region", "scale_region", "chip_targets"]
 
 logger = logging.getLogger(__name__)
+
+
+def chip_pixel_region(chip, image_size):
+    """Whole-pixel region (x0i, y0i, x1i, y1i) of the original image that holds ``chip``."""
+    h, w = image_size
+    x0i, y0i = max(0, int(math.floor(chip[0]))), max(0, int(math.floor(chip[1])))
+    x1i, y1i = min(w, int(math.ceil(chip[2]))), min(h, int(math.ceil(chip[3])))
+    if x1i <= x0i or y1i <= y0i:
+        raise ValueError(f"chip {list(chip)} lies outside the {w}x{h} image")
+    return x0i, y0i, x1i, y1i
+
+
+def scale_region(crop, origin, scale, chip_size):
+    """Resize a cut-out region by ``scale``; see :func:`crop_and_scale` for the outputs."""
+    ch, cw = crop.shape[:2]
+    out_w = max(1, int(round(cw * scale)))
+    out_h = max(1, int(round(ch * scale)))
+    if (out_w, out_h) == (cw, ch):
+        region = crop
+    else:
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        region = cv2.resize(crop, (out_w, out_h), interpolation=interp)
+    return region[:chip_size, :chip_size], origin, (out_w / cw, out_h / ch)
 
 
 def crop_and_scale(image, chip, scale, chip_size):
@@ -38,21 +61,8 @@ def crop_and_scale(image, chip, scale, chip_size):
         (region (h, w, C) uint8 with h, w <= chip_size, (x0i, y0i) crop origin in original pixels,
          (sx, sy) exact scale factors applied).
     """
-    h, w = image.shape[:2]
-    x0i, y0i = max(0, int(math.floor(chip[0]))), max(0, int(math.floor(chip[1])))
-    x1i, y1i = min(w, int(math.ceil(chip[2]))), min(h, int(math.ceil(chip[3])))
-    if x1i <= x0i or y1i <= y0i:
-        raise ValueError(f"chip {list(chip)} lies outside the {w}x{h} image")
-    crop = image[y0i:y1i, x0i:x1i]
-    out_w = max(1, int(round((x1i - x0i) * scale)))
-    out_h = max(1, int(round((y1i - y0i) * scale)))
-    if (out_w, out_h) == (x1i - x0i, y1i - y0i):
-        region = crop
-    else:
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        region = cv2.resize(crop, (out_w, out_h), interpolation=interp)
-    sx, sy = out_w / (x1i - x0i), out_h / (y1i - y0i)
-    return region[:chip_size, :chip_size], (x0i, y0i), (sx, sy)
+    x0i, y0i, x1i, y1i = chip_pixel_region(chip, image.shape[:2])
+    return scale_region(image[y0i:y1i, x0i:x1i], (x0i, y0i), scale, chip_size)
 
 
 def chip_targets(boxes, crowd, origin, factors, out_size, valid_range, min_visible_fraction):
@@ -120,27 +130,27 @@ class SniperDatasetMapper:
             "skip_bad_images": cfg.SNIPER.SKIP_BAD_IMAGES,
         }
 
-    def _read(self, dataset_dict):
+    def _read_chip(self, dataset_dict):
+        """Decode only the chip's region of the image; check the image size against the data set."""
         file_name = dataset_dict["file_name"]
-        image = read_image(file_name, format=self.image_format)
         expected = (dataset_dict["height"], dataset_dict["width"])
-        if image.shape[:2] != expected:
-            raise ImageReadError(file_name, f"image is {image.shape[1]}x{image.shape[0]} (after EXIF "
-                                 f"rotation) but the data set says {expected[1]}x{expected[0]}")
-        return image
+        region = chip_pixel_region(dataset_dict["chip"], expected)
+        crop, size = read_image_region(file_name, region, format=self.image_format)
+        if size != expected:
+            raise ImageReadError(file_name, f"image is {size[1]}x{size[0]} (after EXIF rotation) but the "
+                                 f"data set says {expected[1]}x{expected[0]}")
+        return scale_region(crop, region[:2], dataset_dict["scale"], self.chip_size)
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.copy(dataset_dict)
         try:
-            image = self._read(dataset_dict)
+            region, origin, factors = self._read_chip(dataset_dict)
         except ImageReadError as e:
             if not self.skip_bad_images:
                 raise
             self.num_skipped += 1
             logger.warning(f"skipping a chip of an unreadable image ({self.num_skipped} skipped so far): {e}")
             return None
-        region, origin, factors = crop_and_scale(image, dataset_dict["chip"], dataset_dict["scale"], self.chip_size)
-        del image
         h, w = region.shape[:2]
 
         annos = [a for a in dataset_dict.get("annotations", [])]
