@@ -18,23 +18,20 @@ import os
 import sys
 
 import detectron2.utils.comm as comm
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
-from sniper_d2.coco import DatasetError  # noqa: E402
 from sniper_d2.config import add_sniper_config  # noqa: E402
-from sniper_d2.io import ArtifactError  # noqa: E402
 from sniper_d2.data.build import build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.datasets import register_datasets_from_cfg  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
-from sniper_d2.engine import launch_cpu  # noqa: E402
+from sniper_d2.engine import run_cli  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
 from sniper_d2.evaluation import build_sniper_evaluator, has_fast_coco_eval, sniper_inference_model  # noqa: E402
 from sniper_d2.weights import resolve_weights  # noqa: E402
@@ -121,20 +118,7 @@ def main(args):
     return trainer.train()
 
 
-# Errors about the user's inputs (config, data, files we wrote): one clear line, no traceback.
-USER_ERRORS = (DatasetError, ArtifactError, FileNotFoundError, KeyError)
-
-
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    try:
-        if args.num_gpus > 1 and not torch.cuda.is_available():
-            # CPU-only machine: N processes with gloo (detectron2's launch needs CUDA + NCCL).
-            launch_cpu(main, args.num_gpus, dist_url=args.dist_url, args=(args,))
-        else:
-            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                   dist_url=args.dist_url, args=(args,))
-    except USER_ERRORS as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError quotes its str()
-        sys.exit(f"train_net.py: error: {message}")
+    run_cli(main, args, "train_net.py")

@@ -57,3 +57,35 @@ def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=
     logger.info(f"launching {num_processes} CPU processes (gloo) at {dist_url}")
     mp.start_processes(_cpu_worker, nprocs=num_processes, args=(main_func, num_processes, dist_url, args),
                        daemon=False, start_method="spawn")
+
+
+# Errors about the user's inputs (config, data, files we wrote): reported as one line, no traceback.
+def user_errors():
+    """The exception types :func:`run_cli` reports as one line."""
+    from .coco import DatasetError
+    from .data.image_io import ImageReadError
+    from .io import ArtifactError
+
+    return (DatasetError, ArtifactError, ImageReadError, FileNotFoundError, KeyError)
+
+
+def run_cli(main_func, args, program):
+    """Run ``main_func(args)`` on ``args.num_gpus`` processes, the way train_net.py does.
+
+    GPUs: detectron2's ``launch`` (NCCL). A CPU-only machine with ``--num-gpus N > 1``: N CPU processes
+    joined by gloo (:func:`launch_cpu`). Errors about the user's inputs end the program with one
+    line ``<program>: error: <message>`` (exit status 1).
+    """
+    import sys
+
+    from detectron2.engine import launch
+
+    try:
+        if args.num_gpus > 1 and not torch.cuda.is_available():
+            launch_cpu(main_func, args.num_gpus, dist_url=args.dist_url, args=(args,))
+        else:
+            launch(main_func, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+    except user_errors() as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError quotes its str()
+        sys.exit(f"{program}: error: {message}")

@@ -15,21 +15,20 @@ Examples:
 import os
 import sys
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.data.build import training_records  # noqa: E402
-from sniper_d2.engine import launch_cpu  # noqa: E402
+from sniper_d2.engine import run_cli  # noqa: E402
 from sniper_d2.proposal_dump import dump_proposals  # noqa: E402
-from train_net import USER_ERRORS, Trainer, setup  # noqa: E402
+from train_net import Trainer, setup  # noqa: E402
 
 
 def main(args):
     cfg = setup(args)
     if not cfg.MODEL.WEIGHTS:
-        raise FileNotFoundError("give the weak detector's weights: MODEL.WEIGHTS path/to/model_final.pth")
+        raise FileNotFoundError("MODEL.WEIGHTS is empty: give the weak detector's weights: MODEL.WEIGHTS path/to/model_final.pth")
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     records, _ = training_records(cfg)
@@ -39,12 +38,4 @@ def main(args):
 if __name__ == "__main__":
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument("--output", required=True, help="proposals file to write (.npz)")
-    args = parser.parse_args()
-    try:
-        if args.num_gpus > 1 and not torch.cuda.is_available():
-            launch_cpu(main, args.num_gpus, dist_url=args.dist_url, args=(args,))
-        else:
-            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                   dist_url=args.dist_url, args=(args,))
-    except USER_ERRORS as e:
-        sys.exit(f"dump_proposals.py: error: {e}")
+    run_cli(main, parser.parse_args(), "dump_proposals.py")
