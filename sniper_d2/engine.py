@@ -59,16 +59,6 @@ def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=
                        daemon=False, start_method="spawn")
 
 
-# Errors about the user's inputs (config, data, files we wrote): reported as one line, no traceback.
-def user_errors():
-    """The exception types :func:`run_cli` reports as one line."""
-    from .coco import DatasetError
-    from .data.image_io import ImageReadError
-    from .io import ArtifactError
-
-    return (DatasetError, ArtifactError, ImageReadError, FileNotFoundError, KeyError)
-
-
 def run_cli(main_func, args, program):
     """Run ``main_func(args)`` on ``args.num_gpus`` processes, the way train_net.py does.
 
@@ -76,16 +66,12 @@ def run_cli(main_func, args, program):
     joined by gloo (:func:`launch_cpu`). Errors about the user's inputs end the program with one
     line ``<program>: error: <message>`` (exit status 1).
     """
-    import sys
-
     from detectron2.engine import launch
 
-    try:
-        if args.num_gpus > 1 and not torch.cuda.is_available():
-            launch_cpu(main_func, args.num_gpus, dist_url=args.dist_url, args=(args,))
-        else:
-            launch(main_func, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                   dist_url=args.dist_url, args=(args,))
-    except user_errors() as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError quotes its str()
-        sys.exit(f"{program}: error: {message}")
+    from .cli import run_main
+
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        run_main(launch_cpu, program, main_func, args.num_gpus, args.dist_url, (args,))
+    else:
+        run_main(launch, program, main_func, args.num_gpus, args.num_machines, args.machine_rank,
+                 args.dist_url, (args,))

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .coco import DatasetError
 from .config import FIT_SCALE, NO_UPPER_BOUND
 
 __all__ = ["object_sizes", "image_sizes", "size_summary", "comfortable_band", "ScaleSuggestion",
@@ -198,7 +199,7 @@ def suggest_sniper_params(absolute, sizes_hw, anchor_sizes=DEFAULT_ANCHOR_SIZES,
     absolute = np.asarray(absolute, np.float64)
     absolute = absolute[np.isfinite(absolute) & (absolute > 0)]
     if len(absolute) == 0:
-        raise ValueError("the data set has no (non-crowd, non-empty) boxes: nothing to derive scales from")
+        raise DatasetError("the data set has no (non-crowd, non-empty) boxes: nothing to derive scales from")
     a_lo, a_hi = comfortable_band(anchor_sizes, chip_size)
     p_low = float(np.percentile(absolute, low_percentile))
     p_high = float(np.percentile(absolute, 100 - low_percentile))

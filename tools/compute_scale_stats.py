@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sniper_d2 import stats  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
 from sniper_d2.io import atomic_open  # noqa: E402
+from sniper_d2.cli import run_main  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -99,4 +100,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "compute_scale_stats.py")

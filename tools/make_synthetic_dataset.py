@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.coco import load_coco_records  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, make_synthetic_dataset  # noqa: E402
+from sniper_d2.cli import run_main  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "make_synthetic_dataset.py")

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.coco import load_coco_records  # noqa: E402
 from sniper_d2.plans import PlanParams, load_or_build_plan  # noqa: E402
+from sniper_d2.cli import run_main  # noqa: E402
 
 logger = logging.getLogger("plan_chips")
 
@@ -118,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "plan_chips.py")
