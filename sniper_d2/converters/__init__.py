@@ -1,0 +1,1 @@
+"""Converters from other annotation formats to COCO json (numpy/stdlib + PIL only)."""
