@@ -73,8 +73,7 @@ def test_boxes_land_exactly_on_their_objects(source):
     out = _mapper(chip_size=160)(_dict(path, boxes, chip, scale))
     inst = out["instances"]
     assert inst.gt_classes.tolist() == [1]  # box 2 starts at the chip edge: not in this chip
-    sx = round(120 * scale) / 120
-    expected = (boxes[1] - [180, 100, 180, 100]) * sx
+    expected = (boxes[1] - [180, 100, 180, 100]) * scale  # x_chip = (x - x0) * scale, exactly
     np.testing.assert_allclose(inst.gt_boxes.tensor[0].numpy(), expected, atol=1e-4)
     x0, y0, x1, y1 = np.round(expected).astype(int)
     image = out["image"].permute(1, 2, 0).numpy()
