@@ -1,13 +1,16 @@
 """Ignore-aware label assignment: anchors and proposals on invalid ground truth are ignored."""
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.modeling.roi_heads import build_roi_heads
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sniper_d2.modeling  # noqa: F401  (registers the heads)
 from sniper_d2.config import add_sniper_config
@@ -119,3 +122,82 @@ def test_roi_without_valid_flags_equals_stock_heads(cfg):
         stock = _roi_heads(c).label_and_sample_proposals([_proposals(boxes)], [gt])[0]
     assert sorted(map(tuple, ours.proposal_boxes.tensor.tolist())) == sorted(map(tuple, stock.proposal_boxes.tensor.tolist()))
     assert sorted(ours.gt_classes.tolist()) == sorted(stock.gt_classes.tolist())
+
+
+def test_rpn_positive_of_a_valid_box_stays_positive_next_to_an_invalid_box(cfg):
+    # The valid box and the invalid one overlap; anchor 0 matches the valid box (IoU 1) and has
+    # IoU ~0.39 with the invalid box: still a positive. Anchor 1 is the invalid box itself: ignored.
+    gt = _gt([[10, 10, 50, 50], [20, 20, 60, 60]], [True, False])
+    anchors = Boxes(torch.tensor([[10, 10, 50, 50], [20, 20, 60, 60], [200, 200, 240, 240]], dtype=torch.float32))
+    labels, _ = _rpn(cfg).label_and_sample_anchors([anchors], [gt])
+    assert labels[0].tolist() == [1, -1, 0]
+
+
+def test_rpn_chip_without_any_box_is_all_background(cfg):
+    labels, matched = _rpn(cfg).label_and_sample_anchors([ANCHORS], [_gt(torch.zeros(0, 4).tolist(), [])])
+    assert labels[0].tolist() == [0] * len(ANCHORS) and matched[0].shape == (len(ANCHORS), 4)
+
+
+def _random_boxes(rng, n):
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(8, 60, (n, 2))
+    return torch.tensor(np.concatenate([xy, xy + wh], axis=1), dtype=torch.float32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), n_valid=st.integers(0, 4), n_invalid=st.integers(0, 4))
+def test_rpn_labels_are_stock_labels_of_valid_boxes_with_ignores_on_invalid_boxes(cfg, seed, n_valid, n_invalid):
+    """Oracle: stock RPN run on the valid boxes only, then -1 wherever an anchor that is not a
+    positive overlaps an invalid box with IoU > RPN_IGNORE_IOU."""
+    rng = np.random.default_rng(seed)
+    anchors = Boxes(_random_boxes(rng, 300))
+    valid_boxes, invalid_boxes = _random_boxes(rng, n_valid), _random_boxes(rng, n_invalid)
+    gt = _gt(torch.cat([valid_boxes, invalid_boxes]).tolist(), [True] * n_valid + [False] * n_invalid)
+    ours, _ = _rpn(cfg).label_and_sample_anchors([anchors], [gt])
+    stock_cfg = cfg.clone()
+    stock_cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+    expected, _ = _rpn(stock_cfg).label_and_sample_anchors([anchors], [_gt(valid_boxes.tolist(), None)])
+    expected = expected[0].clone()
+    if n_invalid:
+        iou = pairwise_iou(Boxes(invalid_boxes), anchors).max(dim=0).values
+        expected[(iou > cfg.SNIPER.RPN_IGNORE_IOU) & (expected != 1)] = -1
+    assert torch.equal(ours[0], expected)
+
+
+def test_roi_proposal_best_matched_to_a_valid_box_is_kept_even_if_it_overlaps_an_invalid_one(cfg):
+    heads = _roi_heads(cfg)
+    gt = _gt([[10, 10, 50, 50], [14, 14, 54, 54]], [True, False], classes=[2, 1])  # IoU 0.68 between them
+    props = _proposals([[11, 11, 51, 51], [14, 14, 54, 54], [100, 100, 140, 140]])
+    with EventStorage():
+        out = heads.label_and_sample_proposals([props], [gt])[0]
+    by_box = {tuple(b): int(c) for b, c in zip(out.proposal_boxes.tensor.tolist(), out.gt_classes)}
+    assert by_box == {(11.0, 11.0, 51.0, 51.0): 2, (10.0, 10.0, 50.0, 50.0): 2, (100.0, 100.0, 140.0, 140.0): 3}
+
+
+def test_roi_proposal_overlapping_an_invalid_box_below_the_threshold_is_background(cfg):
+    gt = _gt([[100, 100, 140, 140]], [False], classes=[1])
+    props = _proposals([[110, 110, 150, 150], [100, 100, 140, 140]])  # IoU ~0.39 and 1.0 with it
+    with EventStorage():
+        out = _roi_heads(cfg).label_and_sample_proposals([props], [gt])[0]
+    assert out.proposal_boxes.tensor.tolist() == [[110.0, 110.0, 150.0, 150.0]]
+    assert out.gt_classes.tolist() == [cfg.MODEL.ROI_HEADS.NUM_CLASSES]
+    c = cfg.clone()
+    c.SNIPER.ROI_IGNORE_IOU = 0.3
+    with EventStorage():
+        out = _roi_heads(c).label_and_sample_proposals([_proposals([[110, 110, 150, 150]])], [gt])[0]
+    assert len(out) == 0, "the threshold is configurable"
+
+
+def test_roi_all_valid_flags_equal_stock_heads(cfg):
+    c = cfg.clone()
+    boxes = [[12, 12, 52, 52], [102, 102, 142, 142], [200, 200, 240, 240]]
+    with EventStorage():
+        torch.manual_seed(0)
+        ours = _roi_heads(c).label_and_sample_proposals(
+            [_proposals(boxes)], [_gt([[10, 10, 50, 50], [100, 100, 140, 140]], [True, True], classes=[2, 1])])[0]
+        c.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+        torch.manual_seed(0)
+        stock = _roi_heads(c).label_and_sample_proposals(
+            [_proposals(boxes)], [_gt([[10, 10, 50, 50], [100, 100, 140, 140]], None, classes=[2, 1])])[0]
+    assert torch.equal(ours.proposal_boxes.tensor, stock.proposal_boxes.tensor)
+    assert torch.equal(ours.gt_classes, stock.gt_classes) and torch.equal(ours.gt_boxes.tensor, stock.gt_boxes.tensor)
