@@ -22,7 +22,8 @@ from sniper_d2.inference import merge_detections  # noqa: E402
 
 
 def python_nms(boxes, scores, classes, iou_threshold):
-    """Reference: per-class greedy NMS with Python loops over boxes. Returns kept indices."""
+    """Reference: greedy NMS in pure Python, as in PaddleDetection's SNIPER merge: sort by score, then
+    compute the IoU of each kept box with every remaining box. Per class. Returns kept indices."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     suppressed = [False] * len(order)
     keep = []
@@ -33,16 +34,13 @@ def python_nms(boxes, scores, classes, iou_threshold):
         x0, y0, x1, y1 = boxes[i]
         area_i = (x1 - x0) * (y1 - y0)
         for b in range(a + 1, len(order)):
+            if suppressed[b]:
+                continue
             j = order[b]
-            if suppressed[b] or classes[j] != classes[i]:
-                continue
             u0, v0, u1, v1 = boxes[j]
-            iw = min(x1, u1) - max(x0, u0)
-            ih = min(y1, v1) - max(y0, v0)
-            if iw <= 0 or ih <= 0:
-                continue
-            inter = iw * ih
-            if inter / (area_i + (u1 - u0) * (v1 - v0) - inter) > iou_threshold:
+            inter = max(0.0, min(x1, u1) - max(x0, u0)) * max(0.0, min(y1, v1) - max(y0, v0))
+            iou = inter / (area_i + (u1 - u0) * (v1 - v0) - inter)
+            if iou > iou_threshold and classes[j] == classes[i]:
                 suppressed[b] = True
     return keep
 

@@ -34,8 +34,7 @@ def soft_nms(boxes, scores, classes, sigma=0.55, top_k=500, score_threshold=1e-3
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device), scores[:0]
-    iou = box_iou(boxes, boxes)
-    iou = iou * (classes[:, None] == classes[None, :])
+    iou = box_iou(_class_offset_boxes(boxes, classes), _class_offset_boxes(boxes, classes))  # 0 across classes
     current = scores.clone().float()
     alive = torch.ones(n, dtype=torch.bool, device=boxes.device)
     keep, kept_scores = [], []

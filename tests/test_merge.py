@@ -1,0 +1,81 @@
+"""merge_detections: per-class NMS equals a brute-force reference; soft-NMS decays as specified."""
+
+import math
+import sys
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+from bench_merge import python_nms, random_detections  # noqa: E402
+
+from sniper_d2.inference import merge_detections, soft_nms  # noqa: E402
+
+
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 120), seed=st.integers(0, 10_000), thr=st.sampled_from([0.3, 0.5, 0.7]))
+def test_nms_keeps_exactly_what_brute_force_keeps(n, seed, thr):
+    boxes, scores, classes = random_detections(n, seed=seed, image_side=300, classes=3)
+    keep_ref = python_nms(boxes.tolist(), scores.tolist(), classes.tolist(), thr)
+    b, s, c = merge_detections(torch.as_tensor(boxes), torch.as_tensor(scores), torch.as_tensor(classes),
+                               "nms", thr, top_k=10_000)
+    assert sorted(map(tuple, b.tolist())) == sorted(map(tuple, boxes[keep_ref].tolist()))
+    assert (s[:-1] >= s[1:]).all(), "sorted by decreasing score"
+
+
+def test_nms_is_per_class_and_top_k_keeps_the_best():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    classes = torch.tensor([0, 1, 0, 0])
+    b, s, c = merge_detections(boxes, scores, classes, "nms", 0.5, top_k=10)
+    assert s.tolist() == pytest.approx([0.9, 0.8, 0.6]) and c.tolist() == [0, 1, 0]
+    b, s, c = merge_detections(boxes, scores, classes, "nms", 0.5, top_k=2)
+    assert s.tolist() == pytest.approx([0.9, 0.8])
+
+
+def slow_soft_nms(boxes, scores, classes, sigma, top_k, threshold):
+    scores = list(scores)
+    alive = set(range(len(boxes)))
+    out = []
+    while alive and len(out) < top_k:
+        best = max(alive, key=lambda i: scores[i])
+        if scores[best] < threshold:
+            break
+        out.append((best, scores[best]))
+        alive.remove(best)
+        for j in alive:
+            if classes[j] == classes[best]:
+                scores[j] *= math.exp(-_iou(boxes[best], boxes[j]) ** 2 / sigma)
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 60), seed=st.integers(0, 10_000))
+def test_soft_nms_matches_a_slow_reference(n, seed):
+    boxes, scores, classes = random_detections(n, seed=seed, image_side=200, classes=2)
+    ref = slow_soft_nms(boxes.tolist(), scores.tolist(), classes.tolist(), 0.55, 25, 1e-3)
+    keep, new_scores = soft_nms(torch.as_tensor(boxes), torch.as_tensor(scores), torch.as_tensor(classes),
+                                sigma=0.55, top_k=25, score_threshold=1e-3)
+    assert keep.tolist() == [i for i, _ in ref]
+    np.testing.assert_allclose(new_scores.numpy(), [s for _, s in ref], rtol=1e-5)
+
+
+def test_soft_nms_decays_instead_of_removing():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 9]], dtype=torch.float32)
+    b, s, _ = merge_detections(boxes, torch.tensor([0.9, 0.8]), torch.tensor([0, 0]), "soft_nms", sigma=0.5)
+    assert len(b) == 2 and s[1] == pytest.approx(0.8 * math.exp(-(0.9 ** 2) / 0.5), rel=1e-5)
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="'nms' or 'soft_nms'"):
+        merge_detections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long), "wbf")
