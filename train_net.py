@@ -60,6 +60,8 @@ class Trainer(DefaultTrainer):
         if cfg.SNIPER.ENABLED:
             model = sniper_inference_model(cfg, model)
         results = super().test(cfg, model, evaluators)
+        if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
+            results = {cfg.DATASETS.TEST[0]: results}  # detectron2 un-nests a single data set's results
         if comm.is_main_process():
             save_eval_results(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), results, cfg)
         return results

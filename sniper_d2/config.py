@@ -103,7 +103,8 @@ def add_sniper_config(cfg):
     # Multi-scale tiled inference
     # ---------------------------------------------------------------------------------------
     _C.SNIPER.TEST = CN()
-    # Test scales (resize factors; FIT_SCALE = long side fit to TILE_SIZE).
+    # Test scales (resize factors; FIT_SCALE = long side fit to CHIP_SIZE, the same coarsest level
+    # as in training; tiling only bounds memory and does not change scales).
     _C.SNIPER.TEST.SCALES = (3.0, 1.667, FIT_SCALE)
     # Per scale, detections are kept only if lo < sqrt(w*h) <= hi in original pixels (-1 = inf).
     # Original SNIPER: (0, 90], (32, 180], (75, inf).

@@ -28,6 +28,7 @@ class TiledInferenceParams:
     scales: tuple
     valid_ranges: tuple
     tile_size: int = 1024
+    fit_size: int = 512  # FIT_SCALE fits the long side to this (cfg.SNIPER.CHIP_SIZE, as in training)
     tile_overlap: int = 256
     tile_batch_size: int = 4
     merge_method: str = "nms"
@@ -45,7 +46,8 @@ class TiledInferenceParams:
                              f"has {len(t.VALID_RANGES)}")
         return cls(scales=tuple(float(s) for s in t.SCALES),
                    valid_ranges=tuple((float(lo), float(hi)) for lo, hi in t.VALID_RANGES),
-                   tile_size=t.TILE_SIZE, tile_overlap=t.TILE_OVERLAP, tile_batch_size=t.TILE_BATCH_SIZE,
+                   tile_size=t.TILE_SIZE, fit_size=cfg.SNIPER.CHIP_SIZE, tile_overlap=t.TILE_OVERLAP,
+                   tile_batch_size=t.TILE_BATCH_SIZE,
                    merge_method=t.MERGE_METHOD, merge_iou=t.MERGE_IOU, soft_nms_sigma=t.SOFT_NMS_SIGMA,
                    score_thresh=t.SCORE_THRESH, max_detections=t.MAX_DETECTIONS)
 
@@ -69,7 +71,7 @@ class MultiScaleTiledPredictor:
         p = self.params
         h, w = image.shape[:2]
         for s_idx, entry in enumerate(p.scales):
-            scale = resolve_scale(entry, (h, w), p.tile_size)
+            scale = resolve_scale(entry, (h, w), p.fit_size)
             scaled_size = (int(round(h * scale)), int(round(w * scale)))
             for window in tile_windows(scaled_size, p.tile_size, p.tile_overlap):
                 chip = window / scale
