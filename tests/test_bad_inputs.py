@@ -176,3 +176,60 @@ def test_plan_tool_reports_a_missing_json(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "none.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- inference ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny model saved as a checkpoint (inference speed/robustness only)."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    import sniper_d2.modeling  # noqa: F401
+    from sniper_d2.config import add_sniper_config
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    cfg.merge_from_file(f"{ROOT}/configs/sniper_tiny_cpu.yaml")
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    DetectionCheckpointer(build_model(cfg), save_dir=str(folder)).save("random")
+    return str(folder / "random.pth")
+
+
+def test_infer_tool_skips_unreadable_files_and_keeps_going(tmp_path, random_checkpoint):
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_rgb(120, 160)).save(images / "good.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.fromarray(_rgb(90, 100, seed=1)).save(images / "also_good.jpg")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "tools/infer.py", "--config-file", "configs/sniper_tiny_cpu.yaml",
+                           "--input", str(images), "--output", str(out), "--confidence-threshold", "0.0",
+                           "SNIPER.TEST.TILE_SIZE", "128", "SNIPER.TEST.TILE_OVERLAP", "32", "MODEL.WEIGHTS", random_checkpoint],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = proc.stdout + proc.stderr  # detectron2's logger writes to stdout
+    assert "broken.jpg" in log and "skipped 1 unreadable" in log
+    assert sorted(p.name for p in out.iterdir()) == ["also_good.jpg", "good.jpg", "results.json", "results_meta.json"]
+    meta = json.loads((out / "results_meta.json").read_text())
+    assert meta["format"] == "sniper_d2.infer_results" and meta["images"] == 2
+    assert meta["skipped"] == [str(images / "broken.jpg")]
+
+
+def test_infer_tool_reports_a_pattern_matching_nothing(tmp_path, random_checkpoint):
+    proc = subprocess.run([sys.executable, "tools/infer.py", "--config-file", "configs/sniper_tiny_cpu.yaml",
+                           "--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "o"),
+                           "MODEL.WEIGHTS", random_checkpoint], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "no such file, or no image in it" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluation_loader_names_a_missing_validation_image(tmp_path):
+    from sniper_d2.evaluation import FullImageMapper
+
+    with pytest.raises(ImageReadError, match=r"gone\.jpg: image file not found"):
+        FullImageMapper("BGR")({"file_name": str(tmp_path / "gone.jpg"), "image_id": 1, "height": 5, "width": 5})
