@@ -1,28 +1,34 @@
 """Evaluation of SNIPER models: full images, multi-scale tiled inference, COCO AP.
 
-detectron2's ``inference_on_dataset(model, loader, evaluator)`` drives it:
-- :func:`build_sniper_test_loader`: full images at original size (no ResizeShortestEdge), sharded
-  across processes by detectron2's InferenceSampler;
-- :func:`sniper_inference_model`: wraps the detector so that one call on a full image runs the
-  :class:`~sniper_d2.inference.MultiScaleTiledPredictor` and returns stitched ``Instances`` in
-  original pixels;
-- :func:`build_sniper_evaluator`: detectron2's ``COCOEvaluator`` with ``SNIPER.TEST.MAX_DETECTIONS``
-  per image (not 100), gathering across processes, with the Python COCOeval when the compiled one
-  is missing.
+detectron2's ``inference_on_dataset(model, loader, evaluator)`` drives it, with three pieces:
+
+- :func:`build_sniper_test_loader`: full images at their original size (no ``ResizeShortestEdge``),
+  sharded across processes by detectron2's ``InferenceSampler``;
+- :func:`sniper_inference_model`: wraps the detector in :class:`SniperTiledInference`, whose
+  forward runs :class:`~sniper_d2.inference.MultiScaleTiledPredictor` on each full image and returns
+  stitched ``Instances`` in original pixels, the same outputs as a stock detector's;
+- :func:`build_sniper_evaluator`: :class:`SniperCOCOEvaluator`, detectron2's ``COCOEvaluator`` with
+  ``SNIPER.TEST.MAX_DETECTIONS`` per image (not 100) and the Python COCOeval when the compiled one is
+  missing. It gathers predictions from all processes to the main one, so N processes give the same
+  numbers as one.
+
+:func:`run_sniper_inference_on_dataset` puts the three together for one data set.
 """
 
 import logging
 
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.structures import Boxes, Instances
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .data.image_io import read_image
 from .inference import MultiScaleTiledPredictor, TiledInferenceParams
 
 __all__ = ["has_fast_coco_eval", "FullImageMapper", "SniperTiledInference", "sniper_inference_model",
-           "build_sniper_test_loader", "build_sniper_evaluator"]
+           "build_sniper_test_loader", "SniperCOCOEvaluator", "build_sniper_evaluator",
+           "run_sniper_inference_on_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,35 +44,60 @@ def has_fast_coco_eval():
 
 
 class FullImageMapper:
-    """Test-time mapper: the image at its original size, as an (H, W, 3) uint8 array."""
+    """Test-time mapper: a data set dict -> the same dict with ``"image"`` at its original size.
+
+    Output keys: ``file_name``, ``image_id``, ``height``, ``width`` (copied) and ``image``: (H, W, 3)
+    uint8 numpy array in ``image_format`` (not a CHW tensor: :class:`SniperTiledInference` cuts
+    tiles from it). The decoded size must equal the dict's ``height``/``width``, which the ground
+    truth is measured in; otherwise a ``ValueError`` names the file.
+    """
 
     def __init__(self, image_format="BGR"):
         self.image_format = image_format
 
     def __call__(self, dataset_dict):
-        out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width")}
-        out["image"] = read_image(dataset_dict["file_name"], format=self.image_format)
+        out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width") if k in dataset_dict}
+        image = read_image(dataset_dict["file_name"], format=self.image_format)
+        expected = (dataset_dict.get("height"), dataset_dict.get("width"))
+        if None not in expected and tuple(image.shape[:2]) != tuple(expected):
+            raise ValueError(f"{dataset_dict['file_name']}: image is {image.shape[1]}x{image.shape[0]} (WxH) but "
+                             f"the data set says {expected[1]}x{expected[0]}; its boxes would not match")
+        out.setdefault("height", image.shape[0])
+        out.setdefault("width", image.shape[1])
+        out["image"] = image
         return out
 
 
 class SniperTiledInference(torch.nn.Module):
     """A detector wrapped for full-image, multi-scale tiled inference.
 
-    ``forward(inputs)``: inputs from :class:`FullImageMapper`; returns one
-    ``{"instances": Instances(pred_boxes, scores, pred_classes)}`` per input, in original pixels.
+    Args:
+        model (nn.Module): the detector (GeneralizedRCNN or any callable of the same contract, see
+            :class:`~sniper_d2.inference.MultiScaleTiledPredictor`). A (Distributed)DataParallel
+            wrapper is taken off: each process runs its own images, with no collective call per tile.
+        params (TiledInferenceParams).
+
+    ``forward(inputs)``: ``inputs`` from :class:`FullImageMapper` (or any dicts with ``"image"`` as
+    an (H, W, 3) uint8 array or a (3, H, W) uint8 tensor, original size); returns one
+    ``{"instances": Instances(pred_boxes, scores, pred_classes)}`` per input, image size (H, W),
+    boxes XYXY in original pixels. Eval mode only (``inference_on_dataset`` sets it).
     """
 
     def __init__(self, model, params):
         super().__init__()
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
         self.model = model
         self.predictor = MultiScaleTiledPredictor(model, params)
 
     def forward(self, inputs):
+        if self.training:
+            raise RuntimeError("SniperTiledInference runs inference only: call .eval() first")
         outputs = []
         for item in inputs:
             image = item["image"]
             if torch.is_tensor(image):  # (3, H, W) tensor from another mapper
-                image = image.permute(1, 2, 0).numpy()
+                image = image.permute(1, 2, 0).cpu().numpy()
             det = self.predictor(image)
             inst = Instances(image.shape[:2])
             inst.pred_boxes = Boxes(det["boxes"])
@@ -82,13 +113,51 @@ def sniper_inference_model(cfg, model):
 
 
 def build_sniper_test_loader(cfg, dataset_name):
-    """Full-resolution test loader for ``dataset_name`` (one image per batch, sharded by rank)."""
+    """Test loader of full, unresized images of ``dataset_name``: batches of one
+    :class:`FullImageMapper` dict, split over processes by detectron2's ``InferenceSampler``."""
     return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=FullImageMapper(cfg.INPUT.FORMAT),
                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
+class SniperCOCOEvaluator(COCOEvaluator):
+    """detectron2's COCOEvaluator (bbox) for stitched full-image detections.
+
+    Differences from the stock one: keeps ``max_dets_per_image`` detections per image (dense scenes
+    need more than COCO's 100), picks the Python COCOeval when detectron2 has no compiled one, and
+    refuses outputs whose ``Instances.image_size`` is not the input's original ``(height, width)``
+    (e.g. tile-pixel outputs of an unwrapped model), which would be scored in the wrong frame.
+    Predictions are gathered from all processes to the main one (``comm.gather``).
+    """
+
+    def __init__(self, dataset_name, output_dir=None, *, max_dets_per_image=500, distributed=True):
+        super().__init__(dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
+                         max_dets_per_image=max_dets_per_image, use_fast_impl=has_fast_coco_eval())
+
+    def process(self, inputs, outputs):
+        for item, out in zip(inputs, outputs):
+            if "instances" in out and tuple(out["instances"].image_size) != (item["height"], item["width"]):
+                raise ValueError(f"{item.get('file_name', item['image_id'])}: detections are for a "
+                                 f"{tuple(out['instances'].image_size)} image, but the original is "
+                                 f"{(item['height'], item['width'])}: wrap the model with sniper_inference_model")
+        super().process(inputs, outputs)
+
+
 def build_sniper_evaluator(cfg, dataset_name, output_dir=None):
-    """COCOEvaluator (bbox) keeping ``SNIPER.TEST.MAX_DETECTIONS`` detections per image."""
-    return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir,
-                         max_dets_per_image=cfg.SNIPER.TEST.MAX_DETECTIONS,
-                         use_fast_impl=has_fast_coco_eval())
+    """:class:`SniperCOCOEvaluator` keeping ``cfg.SNIPER.TEST.MAX_DETECTIONS`` detections per image."""
+    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.SNIPER.TEST.MAX_DETECTIONS)
+
+
+def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
+    """Evaluate ``model`` on ``dataset_name`` with multi-scale tiled inference (all processes call it).
+
+    Args:
+        cfg: config with the SNIPER section (``cfg.SNIPER.TEST``, ``INPUT.FORMAT``, ``DATALOADER``).
+        model: the detector (training mode is restored afterwards), optionally DDP-wrapped.
+        dataset_name (str): a registered data set with COCO json metadata.
+        output_dir (str or None): where COCOEvaluator writes ``coco_instances_results.json``.
+
+    Returns:
+        OrderedDict ``{"bbox": {"AP": ..., "AP50": ..., ...}}`` on the main process, ``{}`` elsewhere.
+    """
+    return inference_on_dataset(sniper_inference_model(cfg, model), build_sniper_test_loader(cfg, dataset_name),
+                                build_sniper_evaluator(cfg, dataset_name, output_dir))

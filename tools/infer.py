@@ -1,10 +1,16 @@
 #!/usr/bin/env python
-"""Run a SNIPER model on images or folders: detections drawn on each image, plus one COCO results json.
+r"""Run a SNIPER model on images or folders: detections drawn on each image, plus one COCO results json.
 
 Multi-scale tiled inference as in evaluation (cfg.SNIPER.TEST: scales, tiles, merge). Unreadable
-files are skipped with a warning naming them, and counted. The results json (COCO "results" format:
-a list of {"image_id", "file_name", "category_id", "bbox" XYWH, "score"}) is written atomically, next
-to ``results_meta.json`` (format ``sniper_d2.infer_results``, version, model, config, counts).
+files are skipped with a warning naming them, and counted. Written to --output:
+  <stem>.jpg           each image with its detections (score >= --confidence-threshold) drawn
+                       ("<stem>_2.jpg", ... when two inputs share a stem);
+  results.json         COCO "results" format, written atomically: a list of {"image_id" (1-based
+                       position in the input list), "file_name", "category_id" (the data set's ids when
+                       the config's data set is registered, else contiguous), "bbox" XYWH original
+                       pixels, "score"}, detections with score >= --confidence-threshold;
+  results_meta.json    sidecar (sniper_d2.io artifact, format "sniper_d2.infer_results", version 1):
+                       weights, config file, images, skipped files, detections, threshold.
 
 Examples:
     python tools/infer.py --config-file configs/sniper_tiny_cpu.yaml --input datasets/synthetic/images \
@@ -44,7 +50,8 @@ def parse_args(argv=None):
 
 
 def list_inputs(patterns):
-    """Expand files, folders (their images, sorted) and globs; a pattern matching nothing is an error."""
+    """Expand files, folders (their images, sorted) and globs, in order, without repeats; a pattern
+    matching nothing is an error."""
     files = []
     for pattern in patterns:
         if os.path.isdir(pattern):
@@ -56,7 +63,22 @@ def list_inputs(patterns):
         if not found:
             raise FileNotFoundError(f"--input {pattern}: no such file, or no image in it")
         files += found
-    return files
+    return list(dict.fromkeys(files))  # a file named twice is run once
+
+
+def output_names(files):
+    """{input path: drawn image name}: "<stem>.jpg", with "_2", "_3", ... where stems repeat
+    (a/x.png and b/x.jpg must not overwrite each other)."""
+    names, used = {}, set()
+    for path in files:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, k = f"{stem}.jpg", 1
+        while name in used:
+            k += 1
+            name = f"{stem}_{k}.jpg"
+        used.add(name)
+        names[path] = name
+    return names
 
 
 def setup_cfg(args):
@@ -116,6 +138,7 @@ def main(argv=None):
     class_names, to_dataset_id = _categories(cfg)
     os.makedirs(args.output, exist_ok=True)
 
+    drawn_names = output_names(files)
     results, skipped = [], []
     for image_id, path in enumerate(tqdm(files, desc="inference", unit="img"), start=1):
         try:
@@ -132,8 +155,9 @@ def main(argv=None):
                             "bbox": [round(float(v), 2) for v in box], "score": round(float(score), 4)})
         if not args.no_draw:
             bgr = image if cfg.INPUT.FORMAT == "BGR" else image[..., ::-1]
-            name = os.path.splitext(os.path.basename(path))[0] + ".jpg"
-            cv2.imwrite(os.path.join(args.output, name), draw(bgr, det, class_names, args.confidence_threshold))
+            drawn_path = os.path.join(args.output, drawn_names[path])
+            if not cv2.imwrite(drawn_path, draw(bgr, det, class_names, args.confidence_threshold)):
+                raise OSError(f"{drawn_path}: could not write the drawn image")
 
     with atomic_open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f)

@@ -1,0 +1,134 @@
+"""sniper_d2.evaluation: the full-image test loader, the wrapped model, SniperCOCOEvaluator and
+run_sniper_inference_on_dataset (ground truth in, AP 1.0 out).
+
+The oracle AP tests with objects cut by tile borders and the 2-process test are in
+test_stitching_oracle.py and test_eval_distributed.py; these tests cover the public API around them.
+"""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import Boxes, Instances
+
+from sniper_d2.config import add_sniper_config
+from sniper_d2.data.datasets import register_coco_json
+from sniper_d2.evaluation import (FullImageMapper, SniperCOCOEvaluator, SniperTiledInference, build_sniper_evaluator,
+                                  build_sniper_test_loader, run_sniper_inference_on_dataset)
+from sniper_d2.inference import TiledInferenceParams
+from test_stitching_oracle import OracleModel, make_dataset
+
+
+def sniper_cfg(**test_keys):
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SNIPER.CHIP_SIZE = 256
+    cfg.SNIPER.TEST.SCALES = (2.0, 1.0, -1.0)
+    cfg.SNIPER.TEST.VALID_RANGES = ((0.0, 40.0), (30.0, 120.0), (100.0, -1.0))
+    cfg.SNIPER.TEST.TILE_SIZE = 256
+    cfg.SNIPER.TEST.TILE_OVERLAP = 128
+    cfg.SNIPER.TEST.SCORE_THRESH = 0.0
+    for key, value in test_keys.items():
+        setattr(cfg.SNIPER.TEST, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def oracle_dataset(tmp_path_factory):
+    path = make_dataset(str(tmp_path_factory.mktemp("eval")), n=2, seed=7)
+    register_coco_json("eval_oracle", path)
+    return path
+
+
+def dense_dataset(folder, name, n_objects=150):
+    """One 400x600 image with ``n_objects`` 12 px squares of class 1 on a grid."""
+    os.makedirs(folder, exist_ok=True)
+    image = np.zeros((400, 600, 3), np.uint8)
+    annotations = []
+    for k in range(n_objects):
+        x, y = 8 + (k % 15) * 38, 8 + (k // 15) * 38
+        image[y:y + 12, x:x + 12] = (0, 0, 200)
+        annotations.append({"id": k + 1, "image_id": 1, "category_id": 1, "bbox": [x, y, 12, 12], "area": 144,
+                            "iscrowd": 0})
+    cv2.imwrite(os.path.join(folder, "dense.png"), image)
+    path = os.path.join(folder, "dense.json")
+    with open(path, "w") as f:
+        json.dump({"images": [{"id": 1, "file_name": "dense.png", "height": 400, "width": 600}],
+                   "annotations": annotations, "categories": [{"id": 1, "name": "c0"}]}, f)
+    register_coco_json(name, path)
+    return annotations
+
+
+def test_ground_truth_through_run_sniper_inference_on_dataset_gives_ap_1(oracle_dataset, tmp_path):
+    model = OracleModel().train()
+    res = run_sniper_inference_on_dataset(sniper_cfg(), model, "eval_oracle", str(tmp_path))
+    assert res["bbox"]["AP"] == pytest.approx(100.0), res
+    assert model.training, "training mode is restored after evaluation (periodic evaluation)"
+    assert os.path.isfile(tmp_path / "coco_instances_results.json")
+
+
+def test_soft_nms_merge_also_gives_ap_1(oracle_dataset, tmp_path):
+    res = run_sniper_inference_on_dataset(sniper_cfg(MERGE_METHOD="soft_nms"), OracleModel(), "eval_oracle")
+    assert res["bbox"]["AP"] == pytest.approx(100.0), res
+
+
+def test_the_test_loader_gives_full_images_at_their_original_size(oracle_dataset):
+    cfg = sniper_cfg()
+    cfg.INPUT.MIN_SIZE_TEST = 800  # the stock mapper would resize 600x900 to 800x1200
+    batches = list(build_sniper_test_loader(cfg, "eval_oracle"))
+    assert len(batches) == 2 and all(len(b) == 1 for b in batches)
+    for (item,) in batches:
+        assert item["image"].shape == (600, 900, 3) and item["image"].dtype == np.uint8
+        assert (item["height"], item["width"]) == (600, 900)
+
+
+def test_the_evaluator_keeps_max_detections_per_image_not_100(tmp_path):
+    annotations = dense_dataset(str(tmp_path), "eval_dense")
+    boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + 12, a["bbox"][1] + 12] for a in annotations],
+                         dtype=torch.float32)
+    inst = Instances((400, 600))
+    inst.pred_boxes = Boxes(boxes)
+    inst.scores = torch.linspace(1.0, 0.5, len(boxes))
+    inst.pred_classes = torch.zeros(len(boxes), dtype=torch.long)
+    inputs, outputs = [{"image_id": 1, "height": 400, "width": 600}], [{"instances": inst}]
+
+    def ap(evaluator):
+        evaluator.reset()
+        evaluator.process(inputs, outputs)
+        return evaluator.evaluate()["bbox"]["AP"]
+
+    assert ap(build_sniper_evaluator(sniper_cfg(MAX_DETECTIONS=500), "eval_dense")) == pytest.approx(100.0)
+    assert ap(COCOEvaluator("eval_dense", tasks=("bbox",), use_fast_impl=False)) < 70.0  # stock: 100 per image
+
+
+def test_the_evaluator_refuses_detections_in_another_frame(oracle_dataset):
+    evaluator = SniperCOCOEvaluator("eval_oracle")
+    inst = Instances((256, 256))  # tile pixels, not the 600x900 original
+    inst.pred_boxes = Boxes(torch.zeros((0, 4)))
+    inst.scores = torch.zeros(0)
+    inst.pred_classes = torch.zeros(0, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"\(256, 256\) image.*\(600, 900\)"):
+        evaluator.process([{"image_id": 1, "height": 600, "width": 900, "file_name": "0.png"}], [{"instances": inst}])
+
+
+def test_the_mapper_refuses_an_image_whose_size_differs_from_the_data_set(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((50, 70, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"a\.png: image is 70x50 .* says 80x50"):
+        FullImageMapper()({"file_name": str(tmp_path / "a.png"), "image_id": 1, "height": 50, "width": 80})
+
+
+def test_the_wrapper_takes_data_parallel_off_and_refuses_training_mode():
+    inner = OracleModel()
+    params = TiledInferenceParams(scales=(1.0,), valid_ranges=((0.0, -1.0),), tile_size=64, tile_overlap=16)
+    wrapped = SniperTiledInference(torch.nn.DataParallel(inner), params)
+    assert wrapped.model is inner and wrapped.predictor.model is inner
+    with pytest.raises(RuntimeError, match="eval"):
+        wrapped.train()([{"image": np.zeros((32, 32, 3), np.uint8)}])
+    out = wrapped.eval()([{"image": torch.zeros((3, 40, 50), dtype=torch.uint8)}])  # a CHW tensor works too
+    assert out[0]["instances"].image_size == (40, 50) and len(out[0]["instances"]) == 0

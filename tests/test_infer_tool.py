@@ -1,0 +1,133 @@
+"""tools/infer.py end to end with an oracle detector: the results json holds exactly the ground truth
+(XYWH, the data set's category ids), drawn images are written under unique names, unreadable
+files are skipped with a warning naming them, and --confidence-threshold filters.
+
+The oracle is registered as a detectron2 meta-architecture, so the tool builds and loads it like
+any model (MODEL.META_ARCHITECTURE, MODEL.WEIGHTS).
+"""
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes, Instances
+
+from test_stitching_oracle import make_dataset, visible_rectangles
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@META_ARCH_REGISTRY.register()
+class InferToolOracle(torch.nn.Module):
+    """The coloured rectangles visible in each tile; score (class + 1) / 3, so a threshold of 0.5
+    keeps classes 1 and 2 only."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # something for the checkpoint to hold
+
+    def forward(self, inputs):
+        outputs = []
+        for item in inputs:
+            boxes, classes = visible_rectangles(item["image"].permute(1, 2, 0).numpy())
+            inst = Instances((item["height"], item["width"]))
+            inst.pred_boxes = Boxes(torch.as_tensor(boxes))
+            inst.scores = torch.as_tensor((classes + 1) / 3.0, dtype=torch.float32)
+            inst.pred_classes = torch.as_tensor(classes)
+            outputs.append({"instances": inst})
+        return outputs
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("infer_tool", os.path.join(ROOT, "tools", "infer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(gt json, images folder with a corrupt file and a repeated stem, checkpoint, overrides)."""
+    root = tmp_path_factory.mktemp("infer_tool")
+    gt_path = make_dataset(str(root / "data"), n=2, seed=5)
+    images = root / "in"
+    (images / "sub").mkdir(parents=True)
+    shutil.copy(root / "data" / "0.png", images / "0.png")
+    shutil.copy(root / "data" / "1.png", images / "sub" / "0.png")  # same stem as in/0.png
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    torch.save({"model": InferToolOracle(None).state_dict()}, root / "oracle.pth")
+    opts = ["MODEL.META_ARCHITECTURE", "InferToolOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
+            "SNIPER.REGISTER_COCO", f'(("infer_tool_gt", "{gt_path}", ""),)', "DATASETS.TEST", '("infer_tool_gt",)',
+            "SNIPER.TEST.SCALES", "(2.0, 1.0, 0.5)", "SNIPER.TEST.VALID_RANGES", "((0, 40), (30, 120), (100, -1))",
+            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0"]
+    return gt_path, images, opts
+
+
+def run_tool(args, opts):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("sniper_d2.infer")
+    logger.addHandler(handler)
+    try:
+        load_tool().main(args + opts)
+    finally:
+        logger.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+def expected_results(gt_path, image_files, min_category_id=1):
+    """{(file, category_id, XYWH bbox)} of the ground truth of the given images (by file name)."""
+    gt = json.load(open(gt_path))
+    by_id = {im["id"]: im["file_name"] for im in gt["images"]}
+    return {(image_files[by_id[a["image_id"]]], a["category_id"], tuple(float(v) for v in a["bbox"]))
+            for a in gt["annotations"] if by_id[a["image_id"]] in image_files and a["category_id"] >= min_category_id}
+
+
+def test_results_json_is_the_ground_truth_and_unreadable_files_are_skipped(setup, tmp_path):
+    gt_path, images, opts = setup
+    out = tmp_path / "out"
+    messages = run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"),
+                         "--input", str(images), str(images / "sub" / "*.png"), "--output", str(out),
+                         "--confidence-threshold", "0.0"], opts)
+    files = [str(images / "0.png"), str(images / "broken.png"), str(images / "sub" / "0.png")]
+    results = json.load(open(out / "results.json"))
+    got = {(r["file_name"], r["category_id"], tuple(r["bbox"])) for r in results}
+    assert got == expected_results(gt_path, {"0.png": files[0], "1.png": files[2]})
+    assert len(got) == len(results), "each object once"
+    assert {(r["file_name"], r["image_id"]) for r in results} == {(files[0], 1), (files[2], 3)}
+
+    assert any("broken.png" in m and "skipping" in m for m in messages), messages
+    assert any("skipped 1 unreadable" in m for m in messages), messages
+    meta = json.load(open(out / "results_meta.json"))
+    assert meta["format"] == "sniper_d2.infer_results" and meta["images"] == 2 and meta["skipped"] == [files[1]]
+
+    assert sorted(os.listdir(out)) == ["0.jpg", "0_2.jpg", "results.json", "results_meta.json"]
+    drawn = cv2.imread(str(out / "0_2.jpg"))
+    original = cv2.imread(files[2])
+    assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).mean() > 0.5
+
+
+def test_confidence_threshold_filters_results(setup, tmp_path):
+    gt_path, images, opts = setup
+    out = tmp_path / "out"
+    run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"), "--input", str(images / "0.png"),
+              "--output", str(out), "--confidence-threshold", "0.5", "--no-draw"], opts)
+    results = json.load(open(out / "results.json"))
+    got = {(r["file_name"], r["category_id"], tuple(r["bbox"])) for r in results}
+    assert got == expected_results(gt_path, {"0.png": str(images / "0.png")}, min_category_id=2)
+    assert sorted(os.listdir(out)) == ["results.json", "results_meta.json"]
+
+
+def test_a_pattern_matching_nothing_is_an_error_naming_it(setup, tmp_path):
+    _, _, opts = setup
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"),
+                  "--input", str(tmp_path / "nothing_here*.png"), "--output", str(tmp_path / "out")], opts)
