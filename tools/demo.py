@@ -45,7 +45,8 @@ def run(cmd):
     """Run one step, echoing the command; a failing step stops the demo with its exit code."""
     print("\n$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        sys.exit(f"demo: this step failed (its output is above): {' '.join(cmd[:3])} ...")
     print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
@@ -53,7 +54,8 @@ def common_opts(args):
     """Config overrides that point a config at the demo's data and schedule."""
     train = os.path.join(args.data, "train.json")
     val = os.path.join(args.data, "val.json")
-    steps = (int(args.iters * 0.8), int(args.iters * 0.93))
+    # LR drops at 80% and 93% of the schedule (distinct, inside it, even for tiny --iters).
+    steps = tuple(sorted({int(args.iters * 0.8), int(args.iters * 0.93)} - {0}))
     return ["SNIPER.REGISTER_COCO", f'(("synthetic_train", "{train}", ""), ("synthetic_val", "{val}", ""))',
             "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", str(steps),
             "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "SOLVER.WARMUP_ITERS", str(min(50, args.iters // 4))]
