@@ -131,3 +131,9 @@ def test_a_pattern_matching_nothing_is_an_error_naming_it(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"),
                   "--input", str(tmp_path / "nothing_here*.png"), "--output", str(tmp_path / "out")], opts)
+
+
+def test_a_missing_config_file_is_an_error_naming_it(setup, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such.yaml"):
+        run_tool(["--config-file", str(tmp_path / "no_such.yaml"), "--input", str(tmp_path),
+                  "--output", str(tmp_path / "out")], [])

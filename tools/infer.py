@@ -89,6 +89,8 @@ def setup_cfg(args):
 
     cfg = get_cfg()
     add_sniper_config(cfg)
+    if not os.path.isfile(args.config_file):
+        raise FileNotFoundError(f"config file {args.config_file} not found")
     cfg.merge_from_file(args.config_file)
     try:
         cfg.merge_from_list(args.opts)
