@@ -18,6 +18,7 @@ import os
 import sys
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
@@ -27,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
-from sniper_d2.config import add_sniper_config  # noqa: E402
+from sniper_d2.config import add_sniper_config, check_runtime_config  # noqa: E402
 from sniper_d2.data.build import build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.datasets import register_datasets_from_cfg  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
@@ -98,6 +99,7 @@ def setup(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys given on the command line
         raise KeyError(f"command-line config override: {e.args[0] if e.args else e}") from e
+    check_runtime_config(cfg, torch.cuda.is_available())
     cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
     cfg.freeze()
     default_setup(cfg, args)

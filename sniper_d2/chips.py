@@ -303,24 +303,32 @@ def positive_chips(boxes, image_size, scale, valid_range, chip_size, stride, see
 
 
 def negative_chips(proposals, image_size, scale, chip_size, stride, positive_chips, min_proposals,
-                   seed=None):
+                   seed=None, valid_range=(0.0, None)):
     """Chips over a weak detector's false positives, away from the positive chips.
 
-    Proposals lying entirely inside a positive chip are dropped; the others (those that fit a chip)
-    are greedily covered like :func:`positive_chips`, and a chip is kept only while it holds at
-    least ``min_proposals`` of the proposals not yet covered by an earlier negative chip.
+    Proposals whose size is outside this scale's ``valid_range`` are dropped (this scale is not
+    responsible for them: a proposal on a large object at a fine scale marks an object that is
+    ignored there, not background to learn from), and so are proposals lying entirely inside a
+    positive chip; the others (those that fit a chip) are greedily covered like
+    :func:`positive_chips`, and a chip is kept only while it holds at least ``min_proposals`` of the
+    proposals not yet covered by an earlier negative chip.
 
     Args:
         proposals: (P, 4) float XYXY in original-image pixels (degenerate ones dropped, counted).
         image_size, scale, chip_size, stride, seed: as in :func:`positive_chips`.
         positive_chips: (K, 4) float XYXY chips of this image and scale, original pixels.
         min_proposals (int): fewest proposals a negative chip must hold (values below 1 count as 1).
+        valid_range (tuple[float, float]): (lo, hi) on sqrt(w*h) in original pixels, as in
+            :func:`positive_chips`; the default keeps every size.
 
     Returns:
         (J, 4) float32 XYXY chips in original-image pixels, in greedy order (most proposals first).
     """
     _check_args(image_size, scale, chip_size, stride)
     props = _clean_boxes(proposals, image_size, "negative_chips")
+    lo, hi = float(valid_range[0]), _upper_bound(valid_range[1])
+    size = np.sqrt((props[:, 2] - props[:, 0]).astype(np.float64) * (props[:, 3] - props[:, 1]))
+    props = props[(size >= lo) & (size < hi)]
     pos = np.asarray(positive_chips, np.float32).reshape(-1, 4)
     if len(pos) and len(props):
         props = props[~boxes_inside(props, pos).any(axis=1)]

@@ -12,10 +12,11 @@ def user_errors():
     """Exception types that describe a problem with the user's inputs (config, data, files we wrote),
     each with a message naming the file and the problem."""
     from .coco import DatasetError
+    from .config import ConfigError
     from .data.image_io import ImageReadError
     from .io import ArtifactError
 
-    return (DatasetError, ArtifactError, ImageReadError, FileNotFoundError, KeyError)
+    return (DatasetError, ArtifactError, ImageReadError, ConfigError, FileNotFoundError, KeyError)
 
 
 def run_main(main_func, program, *args):

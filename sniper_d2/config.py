@@ -16,6 +16,25 @@ FIT_SCALE = -1.0
 NO_UPPER_BOUND = -1.0
 
 
+class ConfigError(ValueError):
+    """A config whose keys exist but whose values cannot work together (message names them)."""
+
+
+def check_runtime_config(cfg, cuda_available):
+    """Refuse settings that detectron2 would only reject deep inside training.
+
+    Args:
+        cfg (CfgNode): the merged config. cuda_available (bool): ``torch.cuda.is_available()``.
+
+    Raises:
+        ConfigError: ``SOLVER.AMP.ENABLED`` without a CUDA device (detectron2's AMPTrainer uses
+            CUDA autocast and asserts CUDA on its first step).
+    """
+    if cfg.SOLVER.AMP.ENABLED and not (cuda_available and str(cfg.MODEL.DEVICE).startswith("cuda")):
+        raise ConfigError(f"SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is {cfg.MODEL.DEVICE!r}"
+                          f"{'' if cuda_available else ' and no GPU is available'}: set SOLVER.AMP.ENABLED False")
+
+
 def add_sniper_config(cfg):
     """Add the ``SNIPER`` section (and the few extra model keys we use) to a detectron2 config.
 

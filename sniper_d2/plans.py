@@ -97,7 +97,10 @@ class PlanParams:
         return {"scales": [float(s) for s in self.scales],
                 "valid_ranges": [[float(lo), _hi_to_cfg(hi)] for lo, hi in self.valid_ranges],
                 "chip_size": int(self.chip_size), "stride": int(self.stride),
-                "neg_min_proposals": [int(m) for m in self.min_proposals()]}
+                "neg_min_proposals": [int(m) for m in self.min_proposals()],
+                # Planner revision: negatives use only proposals in their scale's valid range. Plans
+                # written before that (without this key) hash differently and are rebuilt.
+                "negatives_from": "proposals_in_valid_range"}
 
     def min_proposals(self):
         return tuple(self.neg_min_proposals) if self.neg_min_proposals else (1,) * len(self.scales)
@@ -216,7 +219,7 @@ def plan_image(image_size, boxes, index, params, epochs, seed, proposals=None):
             out.append((e, s, scale, pos, False))
             if props is not None and len(props):
                 neg = negative_chips(props, image_size, scale, params.chip_size, params.stride, pos,
-                                     min_props[s], seed=[seed, e, index, s, 1])
+                                     min_props[s], seed=[seed, e, index, s, 1], valid_range=valid_range)
                 out.append((e, s, scale, neg, True))
     return out
 

@@ -235,6 +235,21 @@ def test_negative_chips_cover_dense_proposal_clusters_away_from_positives():
     assert_chip_bounds(chips, (1000, 1000), 1.0, 256)
 
 
+def test_negative_chips_ignore_proposals_outside_the_scale_valid_range():
+    # A dense cluster of large proposals (a big object the weak detector fires on at a fine scale)
+    # and a dense cluster of small ones (clutter). At a scale valid for (0, 64), only the small ones
+    # are this scale's false positives.
+    rng = np.random.default_rng(0)
+    small = _cluster(rng, 700, 700, 30)
+    big = np.tile(np.array([[150.0, 150.0, 330.0, 330.0]], np.float32), (30, 1)) + rng.normal(0, 2, (30, 4)).astype(np.float32)
+    props = np.concatenate([small, big])
+    everything = negative_chips(props, (1000, 1000), 1.0, 256, 32, np.zeros((0, 4)), min_proposals=10, seed=0)
+    in_range = negative_chips(props, (1000, 1000), 1.0, 256, 32, np.zeros((0, 4)), min_proposals=10, seed=0,
+                              valid_range=(0, 64))
+    assert len(everything) == 2 and boxes_inside(big, everything).any()
+    assert len(in_range) == 1 and boxes_inside(small, in_range).all() and not boxes_inside(big, in_range).any()
+
+
 @SETTINGS
 @given(st.integers(0, 10**6), st.integers(1, 30), st.one_of(st.none(), st.integers(0, 100)))
 def test_every_negative_chip_holds_enough_proposals_outside_positives(data_seed, min_props, seed):

@@ -80,8 +80,10 @@ def test_negative_chips_come_only_from_proposals_and_are_all_stored(records):
     rng = np.random.default_rng(1)
     h, w = records[3]["height"], records[3]["width"]
     xy = rng.uniform(0, 40, (12, 2)) + [w / 3, h / 3]
-    cluster = np.concatenate([xy, xy + 10], 1).astype(np.float32)
-    proposals = {records[3]["image_id"]: [cluster, cluster, None]}
+    small = np.concatenate([xy, xy + 10], 1).astype(np.float32)  # 10 px: valid at scale 0 only
+    medium = np.concatenate([xy, xy + 30], 1).astype(np.float32)  # 30 px: valid at scales 0 and 1
+    clusters = [small, medium]
+    proposals = {records[3]["image_id"]: [small, medium, None]}
     plan = build_plan(records, PARAMS, epochs=2, seed=0, proposals=proposals, progress=False)
     neg = plan.is_negative
     assert set(plan.image_index[neg].tolist()) == {3}
@@ -90,8 +92,12 @@ def test_negative_chips_come_only_from_proposals_and_are_all_stored(records):
         for s in (0, 1):
             rows = neg & (plan.epoch == e) & (plan.scale_index == s)
             assert rows.sum() >= 1
-            assert boxes_inside(cluster, plan.chips[rows]).any(axis=1).all()
+            assert boxes_inside(clusters[s], plan.chips[rows]).any(axis=1).all()
     assert not (neg & (plan.scale_index == 2)).any()
+    # Proposals outside a scale's valid range make no negative chip there.
+    off_range = build_plan(records, PARAMS, epochs=1, seed=0, progress=False,
+                           proposals={records[3]["image_id"]: [None, small, None]})
+    assert not off_range.is_negative.any()
 
 
 def test_plan_is_deterministic_per_seed_and_varies_across_epochs_and_seeds(records):

@@ -57,7 +57,11 @@ def test_derived_ranges_are_ordered_overlapping_and_cover_all_sizes(median_px, s
         assert lo0 < lo1 < hi0  # neighbours overlap and move up
         assert hi1 == NO_UPPER_BOUND or hi0 < hi1
     for (lo, hi), (tlo, thi) in zip(s.valid_ranges, s.test_valid_ranges):
-        assert tlo <= lo and (thi == NO_UPPER_BOUND if hi == NO_UPPER_BOUND else thi >= hi)
+        # Test ranges sit below the training ranges (see stats.py), open above only at the top.
+        assert tlo <= lo and (thi == NO_UPPER_BOUND if hi == NO_UPPER_BOUND else tlo < thi <= hi)
+    assert s.test_valid_ranges[0][0] == 0.0
+    for (_, thi0), (tlo1, _) in zip(s.test_valid_ranges[:-1], s.test_valid_ranges[1:]):
+        assert tlo1 < thi0  # every object size is kept at some test scale
     band_lo, band_hi = s.band
     for scale, (lo, hi) in zip(fixed, s.valid_ranges):  # each range maps into the comfortable band
         assert hi * scale == pytest.approx(band_hi, rel=0.01)

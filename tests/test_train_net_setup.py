@@ -29,6 +29,14 @@ def test_unknown_config_key_on_command_line_is_refused():
         train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "SNIPER.SCALEZ", "(1.0,)"))
 
 
+def test_amp_without_cuda_is_refused_before_training(monkeypatch):
+    from sniper_d2.config import ConfigError
+
+    monkeypatch.setattr(train_net.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="SOLVER.AMP.ENABLED needs a CUDA device"):
+        train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "SOLVER.AMP.ENABLED", "True"))
+
+
 def test_missing_config_file_is_named():
     with pytest.raises(FileNotFoundError, match="no_such.yaml"):
         train_net.setup(_args("no_such.yaml"))

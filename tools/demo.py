@@ -8,7 +8,8 @@ Steps, each a command a user could run by hand (printed before it runs):
   3. dump its RPN proposals over the training set (tools/dump_proposals.py);
   4. train SNIPER again with negative chips mined from those proposals, and evaluate it;
   5. train the equal-pixel single-scale baseline (configs/faster_rcnn_tiny_cpu.yaml), evaluate it;
-  6. print the COCO AP tables side by side, and false positives per image (on distractors too);
+  6. print the COCO AP tables side by side, and false positives per image on a distractor-heavy
+     split (20-40 look-alike non-objects per image), with and without negative chips;
   7. draw the final model's detections on the validation images (tools/infer.py).
 Everything lands under ``--output`` (default ``output/demo``).
 
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=300, help="training iterations per model (default: %(default)s)")
     p.add_argument("--train-images", type=int, default=16, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=6, help="synthetic validation images (default: %(default)s)")
+    p.add_argument("--clutter-images", type=int, default=6,
+                   help="distractor-heavy images on which false positives are counted (default: %(default)s)")
     p.add_argument("--min-side", type=int, default=700, help="smallest image side, px (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=1200, help="largest image side, px (default: %(default)s)")
     return p.parse_args(argv)
@@ -52,11 +55,12 @@ def run(cmd):
 
 def common_opts(args):
     """Config overrides that point a config at the demo's data and schedule."""
-    train = os.path.join(args.data, "train.json")
-    val = os.path.join(args.data, "val.json")
+    train, val, clutter = (os.path.join(args.data, f"{split}.json") for split in ("train", "val", "clutter"))
     # LR drops at 80% and 93% of the schedule (distinct, inside it, even for tiny --iters).
     steps = tuple(sorted({int(args.iters * 0.8), int(args.iters * 0.93)} - {0}))
-    return ["SNIPER.REGISTER_COCO", f'(("synthetic_train", "{train}", ""), ("synthetic_val", "{val}", ""))',
+    return ["SNIPER.REGISTER_COCO", f'(("synthetic_train", "{train}", ""), ("synthetic_val", "{val}", ""), '
+                                    f'("synthetic_clutter", "{clutter}", ""))',
+            "DATASETS.TEST", '("synthetic_val", "synthetic_clutter")',
             "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", str(steps),
             "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "SOLVER.WARMUP_ITERS", str(min(50, args.iters // 4))]
 
@@ -72,7 +76,8 @@ def main(argv=None):
     args = parse_args(argv)
     py = sys.executable
     run([py, "tools/make_synthetic_dataset.py", "--output", args.data, "--train", str(args.train_images),
-         "--val", str(args.val_images), "--min-side", str(args.min_side), "--max-side", str(args.max_side)])
+         "--val", str(args.val_images), "--clutter", str(args.clutter_images),
+         "--min-side", str(args.min_side), "--max-side", str(args.max_side)])
 
     sniper_out = train(args, "configs/sniper_tiny_cpu.yaml", "sniper")
     proposals = os.path.join(args.output, "proposals.npz")
@@ -88,10 +93,11 @@ def main(argv=None):
     print("\nCOCO box AP on the synthetic validation set (equal training pixels per iteration):")
     print(format_side_by_side(tables))
 
-    records, _ = load_coco_records(os.path.join(args.data, "val.json"))
-    print("\nFalse positives per validation image (score >= 0.5, IoU < 0.5 with every object):")
+    records, _ = load_coco_records(os.path.join(args.data, "clutter.json"))
+    print(f"\nFalse positives per image on the distractor-heavy split ({len(records)} images; score >= 0.5, "
+          "IoU < 0.5 with every object):")
     for name, out in models.items():
-        dets = load_coco_results(os.path.join(out, "inference", "synthetic_val", "coco_instances_results.json"))
+        dets = load_coco_results(os.path.join(out, "inference", "synthetic_clutter", "coco_instances_results.json"))
         fp = false_positive_stats(dets, records)
         print(f"  {name:<28s} {fp['fp_per_image']:6.2f} per image, {fp['fp_on_distractors_per_image']:6.2f} on distractors")
 

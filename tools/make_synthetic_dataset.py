@@ -6,8 +6,8 @@ backgrounds, with look-alike distractors (rings, crosses) and some object-free i
 Deterministic by seed; re-running with the same arguments reuses what is there.
 
 Example:
-    python tools/make_synthetic_dataset.py --output datasets/synthetic --train 24 --val 8
-    # -> datasets/synthetic/{train,val}.json and datasets/synthetic/images/*.jpg
+    python tools/make_synthetic_dataset.py --output datasets/synthetic --train 24 --val 8 --clutter 6
+    # -> datasets/synthetic/{train,val,clutter}.json and datasets/synthetic/images/*.jpg
 """
 
 import argparse
@@ -23,11 +23,18 @@ from sniper_d2.synthetic import SyntheticSpec, make_synthetic_dataset  # noqa: E
 from sniper_d2.cli import run_main  # noqa: E402
 
 
+# The clutter split's seeds lie far from those of train (2 * seed) and val (2 * seed + 1).
+CLUTTER_SEED_OFFSET = 1_000_000
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="datasets/synthetic", help="output folder (default: %(default)s)")
     p.add_argument("--train", type=int, default=24, help="training images (default: %(default)s)")
     p.add_argument("--val", type=int, default=8, help="validation images (default: %(default)s)")
+    p.add_argument("--clutter", type=int, default=0,
+                   help="images of a distractor-heavy split 'clutter' (20-40 look-alike non-objects and "
+                        "4-8 objects per image), for counting false positives (default: %(default)s)")
     p.add_argument("--min-side", type=int, default=1000, help="smallest image side, px (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=2000, help="largest image side, px (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
@@ -51,11 +58,15 @@ def size_histogram(json_path, bins=(0, 8, 16, 32, 64, 128, 256, 512)):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
-    for split, n, offset in (("train", args.train, 0), ("val", args.val, 1)):
-        if n <= 0:
+    sides = dict(min_side_px=args.min_side, max_side_px=args.max_side)
+    specs = {"train": SyntheticSpec(num_images=args.train, seed=args.seed * 2, **sides),
+             "val": SyntheticSpec(num_images=args.val, seed=args.seed * 2 + 1, **sides),
+             "clutter": SyntheticSpec(num_images=args.clutter, seed=CLUTTER_SEED_OFFSET + args.seed,
+                                      objects_per_image=(4, 8), distractors_per_image=(20, 40),
+                                      empty_fraction=0.0, **sides)}
+    for split, spec in specs.items():
+        if spec.num_images <= 0:
             continue
-        spec = SyntheticSpec(num_images=n, min_side_px=args.min_side, max_side_px=args.max_side,
-                             seed=args.seed * 2 + offset)
         path = make_synthetic_dataset(args.output, split, spec)
         print(f"{path}: object sizes\n{size_histogram(path)}")
 
