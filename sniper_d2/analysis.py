@@ -10,7 +10,7 @@ import numpy as np
 
 from .coco import boxes_xywh_to_xyxy
 
-__all__ = ["pairwise_iou_np", "false_positive_stats", "load_coco_results"]
+__all__ = ["pairwise_iou_np", "false_positive_stats", "false_positives_at_recall", "load_coco_results"]
 
 
 def pairwise_iou_np(a, b):
@@ -36,8 +36,49 @@ def load_coco_results(path):
             for k, v in by_image.items()}
 
 
+def _label_image(boxes, scores, gt, distractors, iou_threshold, distractor_iof):
+    """Class-agnostic labels of one image's detections.
+
+    Returns:
+        is_fp (N,) bool: IoU < ``iou_threshold`` with every ground-truth box (firing on a non-object;
+            a duplicate of a found object is not counted). on_distractor (N,) bool: at least
+            ``distractor_iof`` of the box lies inside one distractor region. found_at (G,) float:
+            per ground-truth box, the best score of a detection with IoU >= ``iou_threshold``
+            (-inf when none).
+    """
+    if len(gt):
+        hits = pairwise_iou_np(boxes, gt) >= iou_threshold  # (N, G)
+        is_fp = ~hits.any(axis=1)
+        found_at = np.where(hits, scores[:, None], -np.inf).max(axis=0, initial=-np.inf)
+    else:
+        is_fp, found_at = np.ones(len(boxes), bool), np.zeros(0)
+    on_distractor = np.zeros(len(boxes), bool)
+    if len(boxes) and len(distractors):
+        lt = np.maximum(boxes[:, None, :2], distractors[None, :, :2])
+        rb = np.minimum(boxes[:, None, 2:], distractors[None, :, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+        area = np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), 1e-12)
+        on_distractor = ((inter / area[:, None]) >= distractor_iof).any(axis=1)
+    return is_fp, on_distractor, found_at
+
+
+def _pooled_labels(detections, records, iou_threshold, distractor_iof):
+    """All images' detections pooled: scores, is_fp, on_distractor (N,), found_at (G,)."""
+    parts = []
+    for rec in records:
+        boxes, scores = detections.get(rec["image_id"], (np.zeros((0, 4)), np.zeros(0)))
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        labels = _label_image(boxes, scores, rec["boxes"], rec.get("distractors", np.zeros((0, 4))),
+                              iou_threshold, distractor_iof)
+        parts.append((scores,) + labels)
+    if not parts:
+        return np.zeros(0), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+
+
 def false_positive_stats(detections, records, score_threshold=0.5, iou_threshold=0.5, distractor_iof=0.5):
-    """False positives per image, and those lying on the generator's distractors.
+    """False positives per image at a score threshold, and those lying on the generator's distractors.
 
     A detection (score >= ``score_threshold``) is a false positive when its IoU with every ground-truth
     box is below ``iou_threshold`` (class-agnostic: this counts firing on non-objects). It is *on a
@@ -48,24 +89,35 @@ def false_positive_stats(detections, records, score_threshold=0.5, iou_threshold
         records: data set records (``sniper_d2.coco.load_coco_records``) with ``distractors``.
 
     Returns:
-        dict: ``fp_per_image``, ``fp_on_distractors_per_image``, ``images``.
+        dict: ``fp_per_image``, ``fp_on_distractors_per_image``, ``recall`` (fraction of objects
+        found at this threshold), ``score_threshold``, ``images``.
     """
-    fps, on_dis = 0, 0
-    for rec in records:
-        boxes, scores = detections.get(rec["image_id"], (np.zeros((0, 4)), np.zeros(0)))
-        boxes = boxes[scores >= score_threshold]
-        if len(boxes) == 0:
-            continue
-        gt = rec["boxes"]
-        matched = pairwise_iou_np(boxes, gt).max(axis=1) >= iou_threshold if len(gt) else np.zeros(len(boxes), bool)
-        fp = boxes[~matched]
-        fps += len(fp)
-        if len(fp) and len(rec["distractors"]):
-            d = rec["distractors"]
-            lt = np.maximum(fp[:, None, :2], d[None, :, :2])
-            rb = np.minimum(fp[:, None, 2:], d[None, :, 2:])
-            inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-            area = np.maximum(np.prod(fp[:, 2:] - fp[:, :2], axis=1), 1e-12)
-            on_dis += int(((inter / area[:, None]) >= distractor_iof).any(axis=1).sum())
+    scores, is_fp, on_dis, found_at = _pooled_labels(detections, records, iou_threshold, distractor_iof)
+    kept = scores >= score_threshold
     n = max(1, len(records))
-    return {"fp_per_image": fps / n, "fp_on_distractors_per_image": on_dis / n, "images": len(records)}
+    return {"fp_per_image": float((kept & is_fp).sum()) / n,
+            "fp_on_distractors_per_image": float((kept & is_fp & on_dis).sum()) / n,
+            "recall": float((found_at >= score_threshold).mean()) if len(found_at) else float("nan"),
+            "score_threshold": float(score_threshold), "images": len(records)}
+
+
+def false_positives_at_recall(detections, records, recall=0.5, iou_threshold=0.5, distractor_iof=0.5):
+    """False positives per image at the score threshold where the detector first finds ``recall`` of
+    the objects: a comparison between models that does not depend on how their scores are calibrated.
+
+    Args:
+        detections, records, iou_threshold, distractor_iof: as in :func:`false_positive_stats`.
+        recall (float): in (0, 1].
+
+    Returns:
+        dict as :func:`false_positive_stats`; ``score_threshold`` is the score of the detection that
+        reaches ``recall``. When the detector never reaches it, every detection is counted,
+        ``recall`` is the highest it reaches and ``score_threshold`` is 0.
+    """
+    if not 0 < recall <= 1:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    _, _, _, found_at = _pooled_labels(detections, records, iou_threshold, distractor_iof)
+    needed = int(np.ceil(recall * len(found_at)))
+    ranked = np.sort(found_at)[::-1]
+    threshold = float(ranked[needed - 1]) if 0 < needed <= len(ranked) and np.isfinite(ranked[needed - 1]) else 0.0
+    return false_positive_stats(detections, records, threshold, iou_threshold, distractor_iof)

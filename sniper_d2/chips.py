@@ -28,7 +28,8 @@ import numpy as np
 from .coco import sanitize_boxes
 from .config import FIT_SCALE
 
-__all__ = ["resolve_scale", "chip_extent", "positive_chips", "negative_chips", "boxes_inside"]
+__all__ = ["resolve_scale", "chip_extent", "positive_chips", "negative_chips", "boxes_inside",
+           "off_object_proposals"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,30 @@ def boxes_inside(boxes, chips):
     c = np.asarray(chips, np.float32).reshape(1, -1, 4)
     return ((b[..., 0] >= c[..., 0]) & (b[..., 1] >= c[..., 1])
             & (b[..., 2] <= c[..., 2]) & (b[..., 3] <= c[..., 3]))
+
+
+def off_object_proposals(proposals, objects, max_on_object=0.5):
+    """Which proposals are background mistakes: less than ``max_on_object`` of their area lies
+    inside any one annotated object.
+
+    A weak detector also proposes parts of real objects (a fragment of a large object at a fine
+    scale, where that object is invalid and ignored); those are not clutter, and negative chips
+    placed on them would only show the object again as an ignore region.
+
+    Args:
+        proposals: (P, 4) float XYXY, original pixels. objects: (N, 4) float XYXY, original pixels.
+        max_on_object (float): the largest fraction of a proposal's area that may lie inside one object.
+
+    Returns:
+        (P,) bool.
+    """
+    props = np.asarray(proposals, np.float64).reshape(-1, 1, 4)
+    objs = np.asarray(objects, np.float64).reshape(1, -1, 4)
+    if props.shape[0] == 0 or objs.shape[1] == 0:
+        return np.ones(props.shape[0], bool)
+    wh = np.clip(np.minimum(props[..., 2:], objs[..., 2:]) - np.maximum(props[..., :2], objs[..., :2]), 0, None)
+    area = np.maximum((props[..., 2] - props[..., 0]) * (props[..., 3] - props[..., 1]), 1e-12)
+    return (wh[..., 0] * wh[..., 1] / area < max_on_object).all(axis=1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 
-from .chips import negative_chips, positive_chips, resolve_scale
+from .chips import negative_chips, off_object_proposals, positive_chips, resolve_scale
 from .coco import sanitize_boxes
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
@@ -98,9 +98,9 @@ class PlanParams:
                 "valid_ranges": [[float(lo), _hi_to_cfg(hi)] for lo, hi in self.valid_ranges],
                 "chip_size": int(self.chip_size), "stride": int(self.stride),
                 "neg_min_proposals": [int(m) for m in self.min_proposals()],
-                # Planner revision: negatives use only proposals in their scale's valid range. Plans
-                # written before that (without this key) hash differently and are rebuilt.
-                "negatives_from": "proposals_in_valid_range"}
+                # Planner revision: negatives use only proposals in their scale's valid range that
+                # lie mostly off the objects. Plans written before (without this key) are rebuilt.
+                "negatives_from": "off_object_proposals_in_valid_range"}
 
     def min_proposals(self):
         return tuple(self.neg_min_proposals) if self.neg_min_proposals else (1,) * len(self.scales)
@@ -213,6 +213,9 @@ def plan_image(image_size, boxes, index, params, epochs, seed, proposals=None):
     for s, (entry, valid_range) in enumerate(zip(params.scales, params.valid_ranges)):
         scale = resolve_scale(entry, image_size, params.chip_size)
         props = None if proposals is None or s >= len(proposals) else proposals[s]
+        if props is not None and len(props):
+            props = np.asarray(props, np.float32).reshape(-1, 4)
+            props = props[off_object_proposals(props, boxes)]  # parts of objects are no clutter
         for e in range(epochs):
             pos = positive_chips(boxes, image_size, scale, valid_range, params.chip_size, params.stride,
                                  seed=[seed, e, index, s])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sniper_d2.chips import (boxes_inside, chip_extent, negative_chips, positive_chips,
+from sniper_d2.chips import (boxes_inside, chip_extent, negative_chips, off_object_proposals, positive_chips,
                              resolve_scale)
 from sniper_d2.config import FIT_SCALE
 
@@ -233,6 +233,20 @@ def test_negative_chips_cover_dense_proposal_clusters_away_from_positives():
     assert boxes_inside(dense, chips).all()
     assert not boxes_inside(sparse, chips).any()
     assert_chip_bounds(chips, (1000, 1000), 1.0, 256)
+
+
+def test_proposals_mostly_on_an_object_are_not_clutter():
+    objects = np.array([[100, 100, 400, 400]], np.float32)
+    props = np.array([[150, 150, 250, 250],   # a fragment inside the object
+                      [350, 350, 450, 450],   # a quarter on it
+                      [380, 100, 480, 200],   # a fifth on it
+                      [600, 600, 650, 650],   # far away
+                      [100, 100, 400, 400]],  # the object itself
+                     np.float32)
+    np.testing.assert_array_equal(off_object_proposals(props, objects), [False, True, True, True, False])
+    np.testing.assert_array_equal(off_object_proposals(props, objects, max_on_object=0.22), [False, False, True, True, False])
+    assert off_object_proposals(props, np.zeros((0, 4))).all()
+    assert off_object_proposals(np.zeros((0, 4)), objects).shape == (0,)
 
 
 def test_negative_chips_ignore_proposals_outside_the_scale_valid_range():

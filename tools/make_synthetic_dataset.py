@@ -49,9 +49,12 @@ def size_histogram(json_path, bins=(0, 8, 16, 32, 64, 128, 256, 512)):
     counts, edges = np.histogram(np.concatenate(sizes), bins=bins)
     lines = [f"  [{lo:>4.0f}, {hi:>4.0f}) px: {n:>5d}" for lo, hi, n in zip(edges[:-1], edges[1:], counts)]
     spans = [s.max() / s.min() for s in sizes if len(s) >= 2]
-    lines.append(f"  per-image span max/min sqrt(area): median {np.median(spans):.1f}x, "
-                 f"min {np.min(spans):.1f}x over {len(spans)} images with objects; "
-                 f"{sum(len(s) == 0 for s in sizes)} images without objects")
+    empty = sum(len(s) == 0 for s in sizes)
+    if spans:
+        lines.append(f"  per-image span max/min sqrt(area): median {np.median(spans):.1f}x, "
+                     f"min {np.min(spans):.1f}x over {len(spans)} images with objects; {empty} images without objects")
+    else:
+        lines.append(f"  no image holds two or more objects; {empty} images without objects")
     return "\n".join(lines)
 
 
