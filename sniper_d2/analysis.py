@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 
+from .chips import fraction_inside
 from .coco import boxes_xywh_to_xyxy
 
 __all__ = ["pairwise_iou_np", "false_positive_stats", "false_positives_at_recall", "load_coco_results"]
@@ -52,13 +53,7 @@ def _label_image(boxes, scores, gt, distractors, iou_threshold, distractor_iof):
         found_at = np.where(hits, scores[:, None], -np.inf).max(axis=0, initial=-np.inf)
     else:
         is_fp, found_at = np.ones(len(boxes), bool), np.zeros(0)
-    on_distractor = np.zeros(len(boxes), bool)
-    if len(boxes) and len(distractors):
-        lt = np.maximum(boxes[:, None, :2], distractors[None, :, :2])
-        rb = np.minimum(boxes[:, None, 2:], distractors[None, :, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-        area = np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), 1e-12)
-        on_distractor = ((inter / area[:, None]) >= distractor_iof).any(axis=1)
+    on_distractor = (fraction_inside(boxes, distractors) >= distractor_iof).any(axis=1)
     return is_fp, on_distractor, found_at
 
 
@@ -92,13 +87,19 @@ def false_positive_stats(detections, records, score_threshold=0.5, iou_threshold
         dict: ``fp_per_image``, ``fp_on_distractors_per_image``, ``recall`` (fraction of objects
         found at this threshold), ``score_threshold``, ``images``.
     """
-    scores, is_fp, on_dis, found_at = _pooled_labels(detections, records, iou_threshold, distractor_iof)
+    pooled = _pooled_labels(detections, records, iou_threshold, distractor_iof)
+    return _stats_at(pooled, score_threshold, len(records))
+
+
+def _stats_at(pooled, score_threshold, num_images):
+    """:func:`false_positive_stats` from pooled labels (see :func:`_pooled_labels`)."""
+    scores, is_fp, on_dis, found_at = pooled
     kept = scores >= score_threshold
-    n = max(1, len(records))
+    n = max(1, num_images)
     return {"fp_per_image": float((kept & is_fp).sum()) / n,
             "fp_on_distractors_per_image": float((kept & is_fp & on_dis).sum()) / n,
             "recall": float((found_at >= score_threshold).mean()) if len(found_at) else float("nan"),
-            "score_threshold": float(score_threshold), "images": len(records)}
+            "score_threshold": float(score_threshold), "images": num_images}
 
 
 def false_positives_at_recall(detections, records, recall=0.5, iou_threshold=0.5, distractor_iof=0.5):
@@ -116,8 +117,9 @@ def false_positives_at_recall(detections, records, recall=0.5, iou_threshold=0.5
     """
     if not 0 < recall <= 1:
         raise ValueError(f"recall must be in (0, 1], got {recall}")
-    _, _, _, found_at = _pooled_labels(detections, records, iou_threshold, distractor_iof)
+    pooled = _pooled_labels(detections, records, iou_threshold, distractor_iof)
+    found_at = pooled[3]
     needed = int(np.ceil(recall * len(found_at)))
     ranked = np.sort(found_at)[::-1]
     threshold = float(ranked[needed - 1]) if 0 < needed <= len(ranked) and np.isfinite(ranked[needed - 1]) else 0.0
-    return false_positive_stats(detections, records, threshold, iou_threshold, distractor_iof)
+    return _stats_at(pooled, threshold, len(records))

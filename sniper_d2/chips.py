@@ -29,7 +29,7 @@ from .coco import sanitize_boxes
 from .config import FIT_SCALE
 
 __all__ = ["resolve_scale", "chip_extent", "positive_chips", "negative_chips", "boxes_inside",
-           "off_object_proposals"]
+           "fraction_inside", "off_object_proposals"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ def boxes_inside(boxes, chips):
             & (b[..., 2] <= c[..., 2]) & (b[..., 3] <= c[..., 3]))
 
 
+def fraction_inside(boxes, regions):
+    """(N, M) float64: the fraction of box n's area that lies inside region m (both XYXY, same frame).
+
+    Degenerate boxes (zero area) count as not inside.
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 1, 4)
+    r = np.asarray(regions, np.float64).reshape(1, -1, 4)
+    wh = np.clip(np.minimum(b[..., 2:], r[..., 2:]) - np.maximum(b[..., :2], r[..., :2]), 0, None)
+    area = np.maximum((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]), 1e-12)
+    return wh[..., 0] * wh[..., 1] / area
+
+
 def off_object_proposals(proposals, objects, max_on_object=0.5):
     """Which proposals are background mistakes: less than ``max_on_object`` of their area lies
     inside any one annotated object.
@@ -90,13 +102,7 @@ def off_object_proposals(proposals, objects, max_on_object=0.5):
     Returns:
         (P,) bool.
     """
-    props = np.asarray(proposals, np.float64).reshape(-1, 1, 4)
-    objs = np.asarray(objects, np.float64).reshape(1, -1, 4)
-    if props.shape[0] == 0 or objs.shape[1] == 0:
-        return np.ones(props.shape[0], bool)
-    wh = np.clip(np.minimum(props[..., 2:], objs[..., 2:]) - np.maximum(props[..., :2], objs[..., :2]), 0, None)
-    area = np.maximum((props[..., 2] - props[..., 0]) * (props[..., 3] - props[..., 1]), 1e-12)
-    return (wh[..., 0] * wh[..., 1] / area < max_on_object).all(axis=1)
+    return (fraction_inside(proposals, objects) < max_on_object).all(axis=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,6 +285,13 @@ def _upper_bound(hi):
     return math.inf if hi < 0 else hi
 
 
+def _in_valid_range(boxes, valid_range):
+    """The rows of ``boxes`` (N, 4) XYXY whose sqrt(w*h) lies in [lo, hi) (hi None/-1/inf: open)."""
+    lo, hi = float(valid_range[0]), _upper_bound(valid_range[1])
+    size = np.sqrt((boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1]))
+    return boxes[(size >= lo) & (size < hi)]
+
+
 def _rng(seed):
     return None if seed is None else np.random.default_rng(seed)
 
@@ -306,10 +319,7 @@ def positive_chips(boxes, image_size, scale, valid_range, chip_size, stride, see
         Boxes too large for a chip at this scale are not covered (they belong to a coarser scale).
     """
     _check_args(image_size, scale, chip_size, stride)
-    boxes = _clean_boxes(boxes, image_size, "positive_chips")
-    lo, hi = float(valid_range[0]), _upper_bound(valid_range[1])
-    size = np.sqrt((boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1]))
-    boxes = boxes[(size >= lo) & (size < hi)]
+    boxes = _in_valid_range(_clean_boxes(boxes, image_size, "positive_chips"), valid_range)
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float32)
     grid = _Grid(image_size, scale, chip_size, stride, _rng(seed))
@@ -350,10 +360,7 @@ def negative_chips(proposals, image_size, scale, chip_size, stride, positive_chi
         (J, 4) float32 XYXY chips in original-image pixels, in greedy order (most proposals first).
     """
     _check_args(image_size, scale, chip_size, stride)
-    props = _clean_boxes(proposals, image_size, "negative_chips")
-    lo, hi = float(valid_range[0]), _upper_bound(valid_range[1])
-    size = np.sqrt((props[:, 2] - props[:, 0]).astype(np.float64) * (props[:, 3] - props[:, 1]))
-    props = props[(size >= lo) & (size < hi)]
+    props = _in_valid_range(_clean_boxes(proposals, image_size, "negative_chips"), valid_range)
     pos = np.asarray(positive_chips, np.float32).reshape(-1, 4)
     if len(pos) and len(props):
         props = props[~boxes_inside(props, pos).any(axis=1)]
