@@ -1,6 +1,7 @@
 """Shared fixtures: a small synthetic data set (generated once per test session)."""
 
 import os
+import socket
 
 import pytest
 
@@ -27,3 +28,10 @@ def tiny_cfg_opts(data, output_dir):
     return ["SNIPER.REGISTER_COCO",
             f'(("synthetic_train", "{data["train"]}", ""), ("synthetic_val", "{data["val"]}", ""))',
             "OUTPUT_DIR", str(output_dir)]
+
+
+def free_dist_url():
+    """A tcp:// init URL on a port that is free now, so that runs of the suite cannot collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"

@@ -5,13 +5,13 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, tiny_cfg_opts
+from conftest import ROOT, free_dist_url, tiny_cfg_opts
 
 
 def test_two_process_cpu_training_runs_and_checkpoints(small_synthetic, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "train_net.py", "--config-file", "configs/sniper_tiny_cpu.yaml", "--num-gpus", "2",
-           "--dist-url", "tcp://127.0.0.1:29533",
+           "--dist-url", free_dist_url(),
            *tiny_cfg_opts(small_synthetic, out), "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "4",
            "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
