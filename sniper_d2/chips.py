@@ -323,13 +323,7 @@ def positive_chips(boxes, image_size, scale, valid_range, chip_size, stride, see
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float32)
     grid = _Grid(image_size, scale, chip_size, stride, _rng(seed))
-    boxes = boxes[grid.fits(boxes)]
-    xlo, xhi, ylo, yhi = grid.ranges(boxes)
-    on_grid = (xlo <= xhi) & (ylo <= yhi)
-    iy, ix, _ = _greedy_cover(xlo[on_grid], xhi[on_grid], ylo[on_grid], yhi[on_grid],
-                              len(grid.y0), len(grid.x0), grid.rng, 1)
-    chips = grid.chips(iy, ix)
-    off_grid = boxes[~on_grid]
+    chips, off_grid = _cover_on_grid(grid, boxes, min_count=1)
     if len(off_grid):
         # A chip picked on the grid may already hold some of them.
         off_grid = off_grid[~boxes_inside(off_grid, chips).any(axis=1)]
@@ -367,9 +361,27 @@ def negative_chips(proposals, image_size, scale, chip_size, stride, positive_chi
     if len(props) < max(int(min_proposals), 1):
         return np.zeros((0, 4), np.float32)
     grid = _Grid(image_size, scale, chip_size, stride, _rng(seed))
-    props = props[grid.fits(props)]
-    xlo, xhi, ylo, yhi = grid.ranges(props)
+    chips, _ = _cover_on_grid(grid, props, min_count=min_proposals)
+    return chips
+
+
+def _cover_on_grid(grid, boxes, min_count):
+    """Greedily cover, with chips of ``grid``, the boxes that fit a chip.
+
+    Args:
+        grid (_Grid): the chip grid of one image and scale.
+        boxes: (N, 4) float32 XYXY in original-image pixels.
+        min_count (int): fewest not-yet-covered boxes a chip must hold to be picked.
+
+    Returns:
+        chips: (K, 4) float32 XYXY in original-image pixels, in greedy order.
+        off_grid: (M, 4) the boxes that fit a chip but lie inside no grid chip (the stride skips
+            every start that would hold them); the caller decides whether they need chips of
+            their own (:func:`_fallback_chips`).
+    """
+    boxes = boxes[grid.fits(boxes)]
+    xlo, xhi, ylo, yhi = grid.ranges(boxes)
     on_grid = (xlo <= xhi) & (ylo <= yhi)
     iy, ix, _ = _greedy_cover(xlo[on_grid], xhi[on_grid], ylo[on_grid], yhi[on_grid],
-                              len(grid.y0), len(grid.x0), grid.rng, min_proposals)
-    return grid.chips(iy, ix)
+                              len(grid.y0), len(grid.x0), grid.rng, min_count)
+    return grid.chips(iy, ix), boxes[~on_grid]

@@ -10,12 +10,13 @@ naming the json file. Structural problems (not JSON, missing keys, images withou
 :class:`DatasetError` naming the file and the entry.
 """
 
-import json
 import logging
 import os
 from collections import Counter
 
 import numpy as np
+
+from .io import read_json_file
 
 __all__ = ["DatasetError", "load_coco_records", "records_to_coco_json", "boxes_xywh_to_xyxy",
            "boxes_xyxy_to_xywh"]
@@ -68,13 +69,7 @@ def load_coco_records(json_path, image_root=None):
         DatasetError: the file is missing, not JSON, or lacks required keys.
     """
     json_path = os.fspath(json_path)
-    if not os.path.isfile(json_path):
-        raise DatasetError(f"{json_path}: data set json not found")
-    try:
-        with open(json_path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{json_path}: not valid JSON: {e}") from e
+    data = read_json_file(json_path, DatasetError, what="data set json")
     if not isinstance(data, dict) or "images" not in data:
         raise DatasetError(f"{json_path}: not a COCO json (no 'images' list)")
     images = data["images"]

@@ -23,6 +23,7 @@ __all__ = [
     "load_npz_artifact",
     "stable_hash",
     "file_sha1",
+    "read_json_file",
 ]
 
 
@@ -96,16 +97,28 @@ def save_json_artifact(path, fmt, version, payload):
         json.dump(record, f, default=_json_default)
 
 
+def read_json_file(path, error_class, what="json file"):
+    """Parse a JSON file, raising ``error_class("<path>: ...")`` if it is missing or not JSON.
+
+    Args:
+        path (str): the file.
+        error_class (type[Exception]): the error to raise (e.g. ``ArtifactError``, ``DatasetError``).
+        what (str): how the message names the file when it is missing ("<path>: <what> not found").
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise error_class(f"{path}: {what} not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error_class(f"{path}: not valid JSON (truncated or corrupt?): {e}") from e
+
+
 def load_json_artifact(path, fmt, version):
     """Read a file written by :func:`save_json_artifact`, checking its format and version."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ArtifactError(f"{path}: file not found")
-    try:
-        with open(path) as f:
-            record = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from e
+    record = read_json_file(path, ArtifactError, what="file")
     _check_header(path, record, fmt, version)
     return record
 
