@@ -35,13 +35,16 @@ class ArtifactError(RuntimeError):
 def atomic_open(path, mode="w"):
     """Open a temporary file next to ``path``; on success, rename it to ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. The file gets
+    the mode ``open()`` would give a new file (0666 minus the process umask), not ``mkstemp``'s 0600,
+    so other users and containers can read what we write.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -51,6 +54,20 @@ def atomic_open(path, mode="w"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _current_umask():
+    """The process umask: from /proc on Linux (no side effect), else set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def stable_hash(obj):

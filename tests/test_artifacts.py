@@ -71,3 +71,19 @@ def test_missing_artifact_names_the_path(tmp_path):
         load_npz_artifact(tmp_path / "nope.npz", "sniper_d2.test", 1)
     with pytest.raises(ArtifactError, match="nope.json: file not found"):
         load_json_artifact(tmp_path / "nope.json", "sniper_d2.test", 1)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_follow_the_umask_like_open(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+        save_json_artifact(tmp_path / "a.json", "sniper_d2.test", 1, {"x": 1})
+        save_npz_artifact(tmp_path / "a.npz", "sniper_d2.test", 1, {}, {"x": np.zeros(3)})
+    finally:
+        os.umask(old)
+    expected = os.stat(tmp_path / "plain.txt").st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    for name in ("a.json", "a.npz"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected, name
