@@ -134,9 +134,14 @@ def add_sniper_config(cfg):
     _C.SNIPER.TEST.TILE_OVERLAP = 256
     # Tiles run through the model per forward pass.
     _C.SNIPER.TEST.TILE_BATCH_SIZE = 4
-    # Merge across tiles and scales: "nms" (torchvision batched_nms) or "soft_nms" (Gaussian).
+    # Merge across tiles and scales: "nms" (torchvision batched_nms), "nested_nms" (NMS that also
+    # removes a box mostly inside a kept box of its class) or "soft_nms" (Gaussian).
     _C.SNIPER.TEST.MERGE_METHOD = "nms"
+    # NMS / nested_nms: a box with IoU above this with a kept, higher-scoring box of its class goes.
     _C.SNIPER.TEST.MERGE_IOU = 0.5
+    # nested_nms: a box whose intersection with a kept box of its class exceeds this fraction of the
+    # smaller box's area goes too (SAHI's "IOS").
+    _C.SNIPER.TEST.MERGE_IOS = 0.8
     _C.SNIPER.TEST.SOFT_NMS_SIGMA = 0.55
     # Detections with a score below this are dropped before merging.
     _C.SNIPER.TEST.SCORE_THRESH = 0.05

@@ -1,4 +1,4 @@
-"""merge_detections: per-class NMS equals a brute-force reference; soft-NMS decays as specified."""
+"""merge_detections: per-class NMS and nested-box NMS equal brute-force references; soft-NMS decays as specified."""
 
 import math
 import sys
@@ -77,5 +77,52 @@ def test_soft_nms_decays_instead_of_removing():
 
 
 def test_unknown_method_is_refused():
-    with pytest.raises(ValueError, match="'nms' or 'soft_nms'"):
+    with pytest.raises(ValueError, match="'nms', 'soft_nms', 'nested_nms'"):
         merge_detections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long), "wbf")
+
+
+def brute_force_nested_nms(boxes, scores, classes, iou_thr, ios_thr, top_k):
+    """The definition, one pair at a time: in score order (ties: lower index first), keep a box unless a
+    kept box of its class has IoU > iou_thr or intersection / smaller area > ios_thr with it."""
+    def inter(a, b):
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    def area(a):
+        return max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
+
+    kept = []
+    for j in sorted(range(len(boxes)), key=lambda i: (-scores[i], i)):
+        if len(kept) == top_k:
+            break
+        if not any(classes[i] == classes[j] and inter(boxes[i], boxes[j]) > 0 and (
+                   inter(boxes[i], boxes[j]) > iou_thr * (area(boxes[i]) + area(boxes[j]) - inter(boxes[i], boxes[j]))
+                   or inter(boxes[i], boxes[j]) > ios_thr * min(area(boxes[i]), area(boxes[j]))) for i in kept):
+            kept.append(j)
+    return kept
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 150), seed=st.integers(0, 10_000), iou=st.sampled_from([0.3, 0.5]),
+       ios=st.sampled_from([0.5, 0.8, 0.95]), top_k=st.sampled_from([5, 1000]), block=st.sampled_from([1, 7, 1024]),
+       tied=st.booleans())
+def test_nested_nms_keeps_exactly_what_brute_force_keeps(n, seed, iou, ios, top_k, block, tied):
+    boxes, scores, classes = random_detections(n, seed=seed, image_side=200, classes=2)
+    if tied:  # equal scores: the order between them is the input order
+        scores = np.round(scores, 1).astype(np.float32)
+    ref = brute_force_nested_nms(boxes.tolist(), scores.tolist(), classes.tolist(), iou, ios, top_k)
+    from sniper_d2.inference.merge import nested_nms
+
+    keep = nested_nms(torch.as_tensor(boxes), torch.as_tensor(scores), torch.as_tensor(classes), iou, ios, top_k,
+                      block=block)
+    assert keep.tolist() == ref
+
+
+def test_nested_nms_removes_a_box_inside_a_better_one_that_nms_keeps():
+    whole = [0, 0, 100, 100]
+    fragment = [10, 10, 50, 60]  # IoU 0.2, but wholly inside
+    other_class = [10, 10, 50, 60]
+    boxes = torch.tensor([whole, fragment, other_class], dtype=torch.float32)
+    scores, classes = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1])
+    assert len(merge_detections(boxes, scores, classes, "nms", 0.5)[0]) == 3
+    b, s, c = merge_detections(boxes, scores, classes, "nested_nms", 0.5, ios_threshold=0.8)
+    assert b.tolist() == [whole, other_class] and c.tolist() == [0, 1]

@@ -1,17 +1,19 @@
-"""Merging detections from tiles and scales: per-class NMS or Gaussian soft-NMS, top K.
+"""Merging detections from tiles and scales: per-class NMS, nested-box NMS or soft-NMS, top K.
 
 One public function, :func:`merge_detections`, used by the evaluator, tools/infer.py and the
 benchmarks. Everything runs on the device the tensors are on (CUDA included) and is vectorized over
-boxes; soft-NMS's greedy picks are the only loop (``top_k`` iterations of O(N) work, no N x N
-matrix, no host synchronisation inside the loop).
+boxes. Soft-NMS's greedy picks are a loop of ``top_k`` iterations of O(N) work (no N x N matrix, no
+host synchronisation inside the loop). Nested-box NMS (:func:`nested_nms`) walks the boxes in score
+order in blocks of ``block`` boxes: (kept so far) x block and block x block matrices, at most
+``top_k`` kept, so memory stays bounded whatever N.
 """
 
 import torch
 from torchvision.ops import batched_nms
 
-__all__ = ["merge_detections", "soft_nms"]
+__all__ = ["merge_detections", "soft_nms", "nested_nms"]
 
-METHODS = ("nms", "soft_nms")
+METHODS = ("nms", "soft_nms", "nested_nms")
 
 
 def _check_inputs(boxes, scores, classes):
@@ -64,29 +66,97 @@ def soft_nms(boxes, scores, classes, sigma=0.55, top_k=500, score_threshold=1e-3
     return keep[:n_valid], picked[:n_valid].to(scores.dtype)
 
 
-def merge_detections(boxes, scores, classes, method="nms", iou_threshold=0.5, top_k=500, sigma=0.55):
+def _suppresses(kept_boxes, kept_classes, boxes, classes, iou_threshold, ios_threshold):
+    """(K, M) bool: kept box i suppresses box j (same class, and IoU > iou_threshold or intersection
+    over the smaller box's area > ios_threshold). Boxes XYXY float, one frame."""
+    lt = torch.maximum(kept_boxes[:, None, :2], boxes[None, :, :2])
+    rb = torch.minimum(kept_boxes[:, None, 2:], boxes[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_k = ((kept_boxes[:, 2] - kept_boxes[:, 0]).clamp(min=0) * (kept_boxes[:, 3] - kept_boxes[:, 1]).clamp(min=0))
+    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    union = area_k[:, None] + area[None, :] - inter
+    smaller = torch.minimum(area_k[:, None], area[None, :])
+    hit = (inter > iou_threshold * union) | (inter > ios_threshold * smaller)
+    hit &= inter > 0  # empty boxes suppress nothing and are suppressed by nothing
+    return hit & (kept_classes[:, None] == classes[None, :])
+
+
+def nested_nms(boxes, scores, classes, iou_threshold=0.5, ios_threshold=0.8, top_k=500, block=1024):
+    """Greedy per-class NMS that also removes boxes nested in a kept one.
+
+    In decreasing score order (ties: lower index first), a box is kept unless a kept box of its class
+    overlaps it with IoU > ``iou_threshold`` or with an intersection larger than ``ios_threshold`` of
+    the smaller box's area (SAHI's "IOS" match metric). A fragment of an object detected at a fine
+    scale inside the whole object's box found at a coarser scale, or a box cut by a tile next to the
+    whole box from the neighbouring tile, overlaps little in IoU but almost wholly in IOS.
+
+    Exact greedy, vectorized by blocks: each block of ``block`` candidates (in score order) is first
+    tested against the boxes kept so far ((K, B) matrix, K <= top_k), then resolved inside itself by
+    a fixed-point iteration on its (B, B) matrix (``keep_j = alive_j and no kept i < j suppresses j``;
+    iteration t fixes the first t boxes, it stops when nothing changes). Stops once ``top_k`` boxes are
+    kept.
+
+    Args:
+        boxes: (N, 4) float XYXY (one frame). scores: (N,) float. classes: (N,) int64.
+        iou_threshold (float), ios_threshold (float): in [0, 1].
+        top_k (int): at most this many boxes are kept. block (int): candidates per block.
+
+    Returns:
+        keep: (K,) int64 indices into the inputs, K <= top_k, by decreasing score.
+    """
+    _check_inputs(boxes, scores, classes)
+    device = boxes.device
+    order = torch.sort(scores, descending=True, stable=True).indices
+    boxes = boxes.float()
+    kept = torch.empty(0, dtype=torch.long, device=device)
+    for start in range(0, order.numel(), block):
+        if kept.numel() >= top_k:
+            break
+        idx = order[start:start + block]
+        b, c = boxes[idx], classes[idx]
+        alive = ~_suppresses(boxes[kept], classes[kept], b, c, iou_threshold, ios_threshold).any(0)
+        inner = _suppresses(b, c, b, c, iou_threshold, ios_threshold).triu(diagonal=1).float()
+        keep = alive
+        while True:
+            new = alive & ((keep.float() @ inner) == 0)
+            if torch.equal(new, keep):
+                break
+            keep = new
+        kept = torch.cat([kept, idx[keep]])
+    return kept[:top_k]
+
+
+def merge_detections(boxes, scores, classes, method="nms", iou_threshold=0.5, top_k=500, sigma=0.55,
+                     ios_threshold=0.8):
     """Merge the detections of one image (from several tiles and scales) into its final set.
 
     Args:
         boxes: (N, 4) float tensor XYXY, all in one frame (original-image pixels).
         scores: (N,) float tensor.
         classes: (N,) int64 tensor; boxes of different classes never suppress each other.
-        method (str): "nms" (torchvision ``batched_nms``, per class) or "soft_nms" (Gaussian,
-            per class, :func:`soft_nms`).
+        method (str): "nms" (torchvision ``batched_nms``, per class), "nested_nms" (NMS that also
+            removes a box mostly inside a kept one, :func:`nested_nms`) or "soft_nms" (Gaussian, per
+            class, :func:`soft_nms`).
         iou_threshold (float): NMS IoU threshold: a box whose IoU with a higher-scoring box of its
             class exceeds this is removed (unused by soft-NMS).
         top_k (int): detections kept, by decreasing (decayed) score.
         sigma (float): soft-NMS Gaussian parameter (unused by NMS).
+        ios_threshold (float): nested-box NMS: a box whose intersection with a kept box of its class
+            exceeds this fraction of the smaller box's area is removed (unused by the others).
 
     Returns:
         (boxes (K, 4), scores (K,), classes (K,)) on the input device, K <= top_k, sorted by
         decreasing score; soft-NMS returns the decayed scores.
     """
     if method not in METHODS:
-        raise ValueError(f"merge method must be 'nms' or 'soft_nms', got {method!r}")
+        raise ValueError(f"merge method must be one of {METHODS}, got {method!r}")
     _check_inputs(boxes, scores, classes)
     if method == "nms":
         keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)[:top_k]
+        return boxes[keep], scores[keep], classes[keep]
+    if method == "nested_nms":
+        keep = nested_nms(boxes, scores, classes, iou_threshold, ios_threshold, top_k)
         return boxes[keep], scores[keep], classes[keep]
     keep, new_scores = soft_nms(boxes, scores, classes, sigma=sigma, top_k=top_k)
     return boxes[keep], new_scores, classes[keep]

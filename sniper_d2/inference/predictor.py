@@ -37,6 +37,7 @@ class TiledInferenceParams:
     tile_batch_size: int = 4
     merge_method: str = "nms"
     merge_iou: float = 0.5
+    merge_ios: float = 0.8
     soft_nms_sigma: float = 0.55
     score_thresh: float = 0.05
     max_detections: int = 500
@@ -61,6 +62,7 @@ class TiledInferenceParams:
                    valid_ranges=tuple((float(lo), float(hi)) for lo, hi in t.VALID_RANGES),
                    tile_size=int(t.TILE_SIZE), fit_size=int(cfg.SNIPER.CHIP_SIZE), tile_overlap=int(t.TILE_OVERLAP),
                    tile_batch_size=int(t.TILE_BATCH_SIZE), merge_method=t.MERGE_METHOD, merge_iou=float(t.MERGE_IOU),
+                   merge_ios=float(t.MERGE_IOS),
                    soft_nms_sigma=float(t.SOFT_NMS_SIGMA), score_thresh=float(t.SCORE_THRESH),
                    max_detections=int(t.MAX_DETECTIONS))
 
@@ -167,5 +169,5 @@ class MultiScaleTiledPredictor:
         boxes, scores, classes = (torch.cat([part[i] for part in parts]) for i in range(3))
         boxes, scores, classes = merge_detections(boxes, scores.float(), classes.long(), method=p.merge_method,
                                                   iou_threshold=p.merge_iou, top_k=p.max_detections,
-                                                  sigma=p.soft_nms_sigma)
+                                                  sigma=p.soft_nms_sigma, ios_threshold=p.merge_ios)
         return {"boxes": boxes.cpu(), "scores": scores.cpu(), "classes": classes.cpu()}
