@@ -75,6 +75,11 @@ class Tile(NamedTuple):
     scale: float  # resize factor original -> tile
     inner_sides: Tuple[bool, bool, bool, bool]  # (left, top, right, bottom) is not an image border
     scale_index: int
+    image_size: Tuple[int, int] = (0, 0)  # (H, W) of the whole original image (boxes are clipped to it)
+
+
+def _empty_detections():
+    return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
 
 
 class MultiScaleTiledPredictor:
@@ -87,38 +92,67 @@ class MultiScaleTiledPredictor:
             ``height``/``width`` equal to the tile size keeps its outputs in tile pixels). A
             stand-in returning known boxes works too (see tests).
         params (TiledInferenceParams).
+
+    The steps are public so that other test modes (and the prefetching pipeline) compose them:
+    :meth:`scale_windows` (which windows of which scale), :meth:`cut_tile` (one window's pixels),
+    :meth:`detect_tiles` (model + stitching to original pixels + the scale's range), :meth:`merge`.
+    :meth:`detect_windows` is "run the detector on these windows of this image at this scale".
     """
 
     def __init__(self, model, params):
         self.model = model
         self.params = params
 
-    def tiles(self, image):
-        """Yield the :class:`Tile` s of all scales of one image (``image``: (H, W, 3) uint8)."""
+    def scale_windows(self, image_size):
+        """[(scale_index, scale, windows (T, 4) int64 XYXY scaled px)] for every scale that leaves a pixel."""
         p = self.params
-        h, w = image.shape[:2]
+        h, w = image_size
+        out = []
         for s_idx, entry in enumerate(p.scales):
             scale = resolve_scale(entry, (h, w), p.fit_size)
             scaled_h, scaled_w = int(round(h * scale)), int(round(w * scale))
             if scaled_h < 1 or scaled_w < 1:
                 continue  # the image vanishes at this scale
-            for window in tile_windows((scaled_h, scaled_w), p.tile_size, p.tile_overlap):
-                pixels, origin, _ = crop_and_scale(image, window / scale, scale, p.tile_size)
-                inner = (bool(window[0] > 0), bool(window[1] > 0), bool(window[2] < scaled_w),
-                         bool(window[3] < scaled_h))
-                yield Tile(pixels, origin, scale, inner, s_idx)
+            out.append((s_idx, scale, tile_windows((scaled_h, scaled_w), p.tile_size, p.tile_overlap)))
+        return out
 
-    def _detect(self, batch):
-        """Run the model on a list of tiles; (boxes, scores, classes) per tile, original px, model device."""
+    def cut_tile(self, image, window, scale, scale_index):
+        """The :class:`Tile` of one window (XYXY scaled px) of ``image`` ((H, W, 3) uint8) at ``scale``."""
+        h, w = image.shape[:2]
+        pixels, origin, _ = crop_and_scale(image, np.asarray(window, np.float64) / scale, scale, self.params.tile_size)
+        return Tile(pixels, origin, scale, self._inner_sides(window, scale, (h, w)), scale_index, (h, w))
+
+    @staticmethod
+    def _inner_sides(window, scale, image_size):
+        h, w = image_size
+        scaled_h, scaled_w = int(round(h * scale)), int(round(w * scale))
+        return (bool(window[0] > 0), bool(window[1] > 0), bool(window[2] < scaled_w), bool(window[3] < scaled_h))
+
+    def tiles(self, image):
+        """Yield the :class:`Tile` s of all scales of one image (``image``: (H, W, 3) uint8)."""
+        for s_idx, scale, windows in self.scale_windows(image.shape[:2]):
+            for window in windows:
+                yield self.cut_tile(image, window, scale, s_idx)
+
+    def detect_tiles(self, tiles):
+        """Run the model on tiles (one forward pass); per tile, its detections in original pixels.
+
+        Each tile's boxes: score >= SCORE_THRESH, not touching an inner tile side (border rule),
+        mapped ``x = u / scale + x0``, clipped to the image, kept when ``lo < sqrt(w*h) <= hi`` of the
+        tile's scale (original px). Tiles may come from different images.
+
+        Returns:
+            list over tiles of (boxes (K, 4) float32, scores (K,), classes (K,) int64), model device.
+        """
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.pixels.transpose(2, 0, 1))),
-                   "height": t.pixels.shape[0], "width": t.pixels.shape[1]} for t in batch]
+                   "height": t.pixels.shape[0], "width": t.pixels.shape[1]} for t in tiles]
         with torch.no_grad():
             outputs = self.model(inputs)
-        if len(outputs) != len(batch):
-            raise RuntimeError(f"the model returned {len(outputs)} outputs for {len(batch)} tiles")
+        if len(outputs) != len(tiles):
+            raise RuntimeError(f"the model returned {len(outputs)} outputs for {len(tiles)} tiles")
         p = self.params
         results = []
-        for tile, out in zip(batch, outputs):
+        for tile, out in zip(tiles, outputs):
             inst = out["instances"]
             boxes, scores, classes = inst.pred_boxes.tensor, inst.scores, inst.pred_classes
             keep = scores >= p.score_thresh
@@ -126,7 +160,7 @@ class MultiScaleTiledPredictor:
                 th, tw = tile.pixels.shape[:2]
                 keep &= ~touches_inner_border(boxes, (tw, th), tile.inner_sides)
             boxes = boxes[keep].float() / tile.scale + boxes.new_tensor(tile.origin * 2, dtype=torch.float32)
-            results.append((boxes, scores[keep], classes[keep], tile.scale_index))
+            results.append(self._filter(boxes, scores[keep], classes[keep].long(), tile.scale_index, tile.image_size))
         return results
 
     def _filter(self, boxes, scores, classes, scale_index, image_size):
@@ -138,6 +172,64 @@ class MultiScaleTiledPredictor:
         lo, hi = self.params.valid_ranges[scale_index]
         keep = (size > max(lo, 0.0)) & ((size <= hi) if hi >= 0 else True)
         return boxes[keep], scores[keep], classes[keep]
+
+    def _batched(self, tiles):
+        """detect_tiles over an iterable of tiles, TILE_BATCH_SIZE at a time; list of per-tile results."""
+        parts, batch = [], []
+        for tile in tiles:
+            batch.append(tile)
+            if len(batch) == self.params.tile_batch_size:
+                parts += self.detect_tiles(batch)
+                batch = []
+        if batch:
+            parts += self.detect_tiles(batch)
+        return parts
+
+    def detect_windows(self, image, scale_index, windows, scale=None):
+        """Run the detector on some windows of one image at one scale, before merging.
+
+        Args:
+            image: (H, W, 3) uint8, original size, model input format.
+            scale_index (int): index into SNIPER.TEST.SCALES / VALID_RANGES: the range that filters.
+            windows: (T, 4) XYXY scaled-image pixels (e.g. from ``scale_windows`` or focus chips).
+            scale (float or None): the resize factor; None = the scale_index's (FIT resolved).
+
+        Returns:
+            (boxes (K, 4) float32 XYXY original px, scores (K,), classes (K,) int64), unmerged,
+            on the model's device.
+        """
+        h, w = image.shape[:2]
+        if scale is None:
+            scale = resolve_scale(self.params.scales[scale_index], (h, w), self.params.fit_size)
+        parts = self._batched(self.cut_tile(image, win, scale, scale_index) for win in windows)
+        return self._cat(parts)
+
+    @staticmethod
+    def _cat(parts):
+        if not parts:
+            return _empty_detections()
+        return tuple(torch.cat([part[i] for part in parts]) for i in range(3))
+
+    def merge(self, parts):
+        """Merge per-tile/per-scale detections of one image (list of (boxes, scores, classes)).
+
+        Returns:
+            dict ``boxes`` (K, 4) float32 XYXY original px, ``scores`` (K,) float32, ``classes`` (K,)
+            int64: CPU tensors, K <= max_detections, by decreasing score.
+        """
+        p = self.params
+        boxes, scores, classes = self._cat(parts)
+        boxes, scores, classes = merge_detections(boxes, scores.float(), classes.long(), method=p.merge_method,
+                                                  iou_threshold=p.merge_iou, top_k=p.max_detections,
+                                                  sigma=p.soft_nms_sigma, ios_threshold=p.merge_ios)
+        return {"boxes": boxes.cpu(), "scores": scores.cpu(), "classes": classes.cpu()}
+
+    def detect_unmerged(self, image):
+        """All scales' tiles of one image through the model; list of per-tile (boxes, scores, classes)."""
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8):
+            raise ValueError(f"expected an (H, W, C) uint8 image, got {type(image).__name__} "
+                             f"{getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}")
+        return self._batched(self.tiles(image))
 
     def __call__(self, image):
         """Detect on one full image.
@@ -151,23 +243,4 @@ class MultiScaleTiledPredictor:
             ``classes`` (K,) int64 (contiguous ids): CPU tensors, K <= max_detections, by decreasing
             score.
         """
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8):
-            raise ValueError(f"expected an (H, W, C) uint8 image, got {type(image).__name__} "
-                             f"{getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}")
-        p = self.params
-        parts, batch = [], []
-        for tile in self.tiles(image):
-            batch.append(tile)
-            if len(batch) == p.tile_batch_size:
-                parts += self._detect(batch)
-                batch = []
-        if batch:
-            parts += self._detect(batch)
-        parts = [self._filter(b, s, c, s_idx, image.shape[:2]) for b, s, c, s_idx in parts]
-        if not parts:  # no scale left a pixel
-            return {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "classes": torch.zeros(0, dtype=torch.long)}
-        boxes, scores, classes = (torch.cat([part[i] for part in parts]) for i in range(3))
-        boxes, scores, classes = merge_detections(boxes, scores.float(), classes.long(), method=p.merge_method,
-                                                  iou_threshold=p.merge_iou, top_k=p.max_detections,
-                                                  sigma=p.soft_nms_sigma, ios_threshold=p.merge_ios)
-        return {"boxes": boxes.cpu(), "scores": scores.cpu(), "classes": classes.cpu()}
+        return self.merge(self.detect_unmerged(image))
