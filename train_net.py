@@ -18,24 +18,18 @@ import os
 import sys
 
 import detectron2.utils.comm as comm
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.engine import DefaultTrainer, default_argument_parser
 from detectron2.evaluation import COCOEvaluator
-from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
-from sniper_d2.config import add_sniper_config, check_runtime_config  # noqa: E402
+from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import build_sniper_train_loader  # noqa: E402
-from sniper_d2.data.datasets import register_datasets_from_cfg  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
-from sniper_d2.engine import run_cli  # noqa: E402
+from sniper_d2.inference.evaluation import build_sniper_evaluator, has_fast_coco_eval, sniper_inference_model  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
-from sniper_d2.evaluation import build_sniper_evaluator, has_fast_coco_eval, sniper_inference_model  # noqa: E402
-from sniper_d2.weights import resolve_weights  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
@@ -70,7 +64,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         if cfg.SNIPER.ENABLED:
-            from sniper_d2.evaluation import build_sniper_test_loader
+            from sniper_d2.inference.evaluation import build_sniper_test_loader
 
             return build_sniper_test_loader(cfg, dataset_name)
         return super().build_test_loader(cfg, dataset_name)
@@ -85,27 +79,8 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    """Create the config (base + SNIPER keys + file + command line), register data sets."""
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"config file {args.config_file} not found")
-    try:
-        cfg.merge_from_file(args.config_file)
-    except KeyError as e:
-        raise KeyError(f"{args.config_file}: unknown config key: {e.args[0] if e.args else e}; "
-                       "see sniper_d2/config.py for the SNIPER.* keys") from e
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys given on the command line
-        raise KeyError(f"command-line config override: {e.args[0] if e.args else e}") from e
-    check_runtime_config(cfg, torch.cuda.is_available())
-    cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
-    cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sniper_d2", abbrev_name="sniper")
-    register_datasets_from_cfg(cfg)
-    return cfg
+    """The config (base + SNIPER keys + file + command line, checked), detectron2's set-up, data sets."""
+    return setup_cfg(args.config_file, args.opts, args, purpose="infer" if args.eval_only else "train")
 
 
 def main(args):

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import sniper_d2.modeling  # noqa: E402,F401
-from sniper_d2.config import add_sniper_config  # noqa: E402
+from sniper_d2.cli import setup_cfg  # noqa: E402
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, render_image  # noqa: E402
 
@@ -36,13 +36,9 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.MODEL.DEVICE = args.device
+    cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", args.device], purpose="read")
     model = build_model(cfg).eval()
     params = TiledInferenceParams.from_cfg(cfg)
     spec = SyntheticSpec(num_images=args.images, min_side_px=900, max_side_px=1100, seed=5)

@@ -36,7 +36,7 @@ def main():
 
     from sniper_d2.chips import positive_chips
     from sniper_d2.data.mapper import SniperDatasetMapper
-    from sniper_d2.data.image_io import read_image
+    from sniper_d2.image_io import read_image
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
 
     side = args.side

@@ -45,16 +45,11 @@ def parse_args(argv=None):
 
 def build_cfg(args, data_dir, out_dir, batch):
     """configs/sniper_r50_fpn.yaml on the synthetic data, random init; smaller and on the CPU for --smoke."""
-    from detectron2.config import get_cfg
+    from sniper_d2.cli import setup_cfg
 
-    from sniper_d2.config import add_sniper_config
-
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "sniper_r50_fpn.yaml"))
     train, val = (os.path.join(data_dir, f"{s}.json") for s in ("train", "val"))
     iters = 2 if args.smoke else args.iters
-    cfg.merge_from_list([
+    return setup_cfg(os.path.join(ROOT, "configs", "sniper_r50_fpn.yaml"), [
         "SNIPER.REGISTER_COCO", f'(("gpu_check_train", "{train}", ""), ("gpu_check_val", "{val}", ""))',
         "DATASETS.TRAIN", '("gpu_check_train",)', "DATASETS.TEST", '("gpu_check_val",)',
         "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", "3", "MODEL.RESNETS.NORM", "BN",
@@ -72,9 +67,7 @@ def build_cfg(args, data_dir, out_dir, batch):
         "SNIPER.TEST.TILE_SIZE", "512", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.TILE_BATCH_SIZE", "8",
         "DATALOADER.NUM_WORKERS", "0" if args.smoke else str(min(8, os.cpu_count() or 1)),
         "OUTPUT_DIR", out_dir,
-    ])
-    cfg.freeze()
-    return cfg
+    ], purpose="read")
 
 
 def probe_batch(cfg, candidates):
@@ -167,7 +160,7 @@ def infer(cfg, model):
     from detectron2.data import DatasetCatalog
 
     from bench_merge import random_detections
-    from sniper_d2.data.image_io import read_image
+    from sniper_d2.image_io import read_image
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams, merge_detections
 
     cuda = cfg.MODEL.DEVICE.startswith("cuda")

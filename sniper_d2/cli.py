@@ -1,11 +1,25 @@
-"""What every sniper_d2 command-line tool shares: user errors end the program with one line.
+"""What every sniper_d2 command-line tool shares: one config set-up, and user errors in one line.
 
-Numpy only (the statistics and planning tools run without torch).
+- :func:`setup_cfg`: the config of every tool (train_net.py, tools/infer.py, tools/plan_chips.py,
+  tools/dump_proposals.py, benchmarks): detectron2 defaults + ``cfg.SNIPER`` keys + yaml file +
+  command-line overrides, unknown keys reported as :class:`~sniper_d2.config.ConfigError` naming the
+  file and the key, then the start-up checks, then detectron2's ``default_setup``.
+- :func:`run_main` / :func:`run_cli`: run a tool's ``main``; the project's own error classes (and a
+  missing file) end the program with ``<program>: error: <message>`` (exit status 1); anything else
+  (a ``KeyError`` from a library bug, say) keeps its traceback.
+
+Importing this module needs numpy only (the statistics and planning tools run without torch);
+detectron2 and torch are imported inside the functions that need them.
 """
 
+import os
 import sys
 
-__all__ = ["user_errors", "run_main"]
+__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "PURPOSES"]
+
+# What a tool does with its config (see setup_cfg): train (train_net.py), infer (tools/infer.py,
+# the proposal dump, evaluation), read (tools that only read settings: planning, benchmarks).
+PURPOSES = ("train", "infer", "read")
 
 
 def user_errors():
@@ -13,10 +27,10 @@ def user_errors():
     each with a message naming the file and the problem."""
     from .coco import DatasetError
     from .config import ConfigError
-    from .data.image_io import ImageReadError
+    from .image_io import ImageReadError
     from .io import ArtifactError
 
-    return (DatasetError, ArtifactError, ImageReadError, ConfigError, FileNotFoundError, KeyError)
+    return (DatasetError, ArtifactError, ImageReadError, ConfigError, FileNotFoundError)
 
 
 def run_main(main_func, program, *args):
@@ -24,5 +38,111 @@ def run_main(main_func, program, *args):
     try:
         return main_func(*args)
     except user_errors() as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError quotes its str()
-        sys.exit(f"{program}: error: {message}")
+        sys.exit(f"{program}: error: {e}")
+
+
+def run_cli(main_func, args, program):
+    """Run ``main_func(args)`` on ``args.num_gpus`` processes, the way train_net.py does.
+
+    GPUs: detectron2's ``launch`` (NCCL). A CPU-only machine with ``--num-gpus N > 1``: N CPU processes
+    joined by gloo (:func:`sniper_d2.engine.launch_cpu`). Errors about the user's inputs end the
+    program with one line ``<program>: error: <message>`` (exit status 1).
+
+    Args:
+        main_func (callable): ``main_func(args)``, run in every process.
+        args (argparse.Namespace): from detectron2's ``default_argument_parser``.
+        program (str): the name printed before the error.
+    """
+    import torch
+    from detectron2.engine import launch
+
+    from .engine import launch_cpu
+
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        return run_main(launch_cpu, program, main_func, args.num_gpus, args.dist_url, (args,))
+    return run_main(launch, program, main_func, args.num_gpus, args.num_machines, args.machine_rank,
+                    args.dist_url, (args,))
+
+
+def _merged_cfg(config_file, opts):
+    """detectron2 defaults + SNIPER keys + ``config_file`` + ``opts``, not frozen.
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ConfigError: a key of the file or of ``opts`` is unknown (names the file or the override).
+    """
+    from detectron2.config import get_cfg
+
+    from .config import ConfigError, add_sniper_config
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} not found")
+    try:
+        cfg.merge_from_file(config_file)
+    except KeyError as e:  # yacs: "Non-existent config key: ..."
+        raise ConfigError(f"{config_file}: unknown config key: {e.args[0] if e.args else e}; "
+                          "see sniper_d2/config.py for the SNIPER.* keys") from e
+    try:
+        cfg.merge_from_list(list(opts or []))
+    except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys given on the command line
+        raise ConfigError(f"command-line config override: {e.args[0] if e.args else e}") from e
+    return cfg
+
+
+def _start_up_checks(cfg, purpose):
+    """The one place where settings are checked before detectron2's ``default_setup`` prints the
+    environment and the config: a wrong setting ends the program in one line, before any of that.
+
+    Today: :func:`sniper_d2.config.check_runtime_config` (AMP without CUDA, for training). Later
+    start-up checks (data files, class counts, weights) belong here too.
+    """
+    import torch
+
+    from .config import check_runtime_config
+
+    check_runtime_config(cfg, torch.cuda.is_available(), training=purpose == "train")
+
+
+def setup_cfg(config_file, opts=(), args=None, *, purpose="train"):
+    """The config of a sniper_d2 tool, from a yaml file and ``KEY VALUE`` overrides.
+
+    Args:
+        config_file (str): detectron2 yaml config (``_BASE_`` chains allowed).
+        opts (list[str]): command-line overrides, ``[KEY, VALUE, ...]``.
+        args (argparse.Namespace or None): a training / evaluation process's arguments (detectron2's
+            ``default_argument_parser``): given, detectron2's ``default_setup`` runs (output folder,
+            environment and config dump, seeds), the ``sniper_d2`` logger writes to OUTPUT_DIR, and
+            the data sets of ``SNIPER.REGISTER_COCO`` are registered.
+        purpose (str): one of :data:`PURPOSES`: "train" and "infer" run the start-up checks and
+            resolve ``MODEL.WEIGHTS`` to a local file (:func:`sniper_d2.weights.resolve_weights`);
+            "read" only merges the settings (planning, benchmarks).
+
+    Returns:
+        CfgNode, frozen.
+
+    Raises:
+        FileNotFoundError: the config file, or the weights (``WeightsError``), is missing.
+        ConfigError: an unknown key, or settings that cannot work (see :func:`_start_up_checks`).
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    cfg = _merged_cfg(config_file, opts)
+    if purpose != "read":
+        from .weights import resolve_weights
+
+        _start_up_checks(cfg, purpose)
+        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
+    cfg.freeze()
+    if args is not None:
+        from detectron2.engine import default_setup
+        from detectron2.utils import comm
+        from detectron2.utils.logger import setup_logger
+
+        from .data.datasets import register_datasets_from_cfg
+
+        default_setup(cfg, args)
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sniper_d2", abbrev_name="sniper")
+        register_datasets_from_cfg(cfg)
+    return cfg

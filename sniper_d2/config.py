@@ -20,17 +20,18 @@ class ConfigError(ValueError):
     """A config whose keys exist but whose values cannot work together (message names them)."""
 
 
-def check_runtime_config(cfg, cuda_available):
+def check_runtime_config(cfg, cuda_available, training=True):
     """Refuse settings that detectron2 would only reject deep inside training.
 
     Args:
         cfg (CfgNode): the merged config. cuda_available (bool): ``torch.cuda.is_available()``.
+        training (bool): the config is used to train (False: inference only, which never uses AMP).
 
     Raises:
-        ConfigError: ``SOLVER.AMP.ENABLED`` without a CUDA device (detectron2's AMPTrainer uses
-            CUDA autocast and asserts CUDA on its first step).
+        ConfigError: training with ``SOLVER.AMP.ENABLED`` without a CUDA device (detectron2's
+            AMPTrainer uses CUDA autocast and asserts CUDA on its first step).
     """
-    if cfg.SOLVER.AMP.ENABLED and not (cuda_available and str(cfg.MODEL.DEVICE).startswith("cuda")):
+    if training and cfg.SOLVER.AMP.ENABLED and not (cuda_available and str(cfg.MODEL.DEVICE).startswith("cuda")):
         raise ConfigError(f"SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is {cfg.MODEL.DEVICE!r}"
                           f"{'' if cuda_available else ' and no GPU is available'}: set SOLVER.AMP.ENABLED False")
 

@@ -7,6 +7,8 @@ detectron2 0.6's ``launch`` asserts CUDA and uses NCCL, and its ``create_ddp_mod
 - :func:`launch_cpu`: spawns N processes with a gloo process group (and detectron2's local group);
 - :func:`create_ddp_model`: like detectron2's, with ``device_ids=None`` for CPU models;
 - :func:`install_cpu_ddp_support`: makes ``DefaultTrainer`` use it (it calls the module-level name).
+
+:func:`sniper_d2.cli.run_cli` picks between ``launch`` and :func:`launch_cpu`.
 """
 
 import gc
@@ -74,20 +76,3 @@ def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=
     mp.start_processes(_cpu_worker, nprocs=num_processes, args=(main_func, num_processes, dist_url, args),
                        daemon=False, start_method="spawn")
 
-
-def run_cli(main_func, args, program):
-    """Run ``main_func(args)`` on ``args.num_gpus`` processes, the way train_net.py does.
-
-    GPUs: detectron2's ``launch`` (NCCL). A CPU-only machine with ``--num-gpus N > 1``: N CPU processes
-    joined by gloo (:func:`launch_cpu`). Errors about the user's inputs end the program with one
-    line ``<program>: error: <message>`` (exit status 1).
-    """
-    from detectron2.engine import launch
-
-    from .cli import run_main
-
-    if args.num_gpus > 1 and not torch.cuda.is_available():
-        run_main(launch_cpu, program, main_func, args.num_gpus, args.dist_url, (args,))
-    else:
-        run_main(launch, program, main_func, args.num_gpus, args.num_machines, args.machine_rank,
-                 args.dist_url, (args,))

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from sniper_d2.data.image_io import ImageReadError, read_image, read_image_size
+from sniper_d2.image_io import ImageReadError, read_image, read_image_size
 from sniper_d2.data.mapper import SniperDatasetMapper
 from sniper_d2.plans import PlanParams, build_plan, load_or_build_plan, save_plan
 
@@ -229,7 +229,7 @@ def test_infer_tool_reports_a_pattern_matching_nothing(tmp_path, random_checkpoi
 
 
 def test_evaluation_loader_names_a_missing_validation_image(tmp_path):
-    from sniper_d2.evaluation import FullImageMapper
+    from sniper_d2.inference.evaluation import FullImageMapper
 
     with pytest.raises(ImageReadError, match=r"gone\.jpg: image file not found"):
         FullImageMapper("BGR")({"file_name": str(tmp_path / "gone.jpg"), "image_id": 1, "height": 5, "width": 5})

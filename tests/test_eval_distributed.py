@@ -39,7 +39,7 @@ def evaluate_on_all_processes(json_path, out_file):
     from detectron2.utils import comm
 
     from sniper_d2.data.datasets import register_coco_json
-    from sniper_d2.evaluation import FullImageMapper, SniperTiledInference
+    from sniper_d2.inference.evaluation import FullImageMapper, SniperTiledInference
 
     register_coco_json("dist_eval", json_path)
     loader = build_detection_test_loader(DatasetCatalog.get("dist_eval"), mapper=FullImageMapper("BGR"), num_workers=0)

@@ -1,4 +1,4 @@
-"""sniper_d2.evaluation: the full-image test loader, the wrapped model, SniperCOCOEvaluator and
+"""sniper_d2.inference.evaluation: the full-image test loader, the wrapped model, SniperCOCOEvaluator and
 run_sniper_inference_on_dataset (ground truth in, AP 1.0 out).
 
 The oracle AP tests with objects cut by tile borders and the 2-process test are in
@@ -18,7 +18,7 @@ from detectron2.structures import Boxes, Instances
 
 from sniper_d2.config import add_sniper_config
 from sniper_d2.data.datasets import register_coco_json
-from sniper_d2.evaluation import (FullImageMapper, SniperCOCOEvaluator, SniperTiledInference, build_sniper_evaluator,
+from sniper_d2.inference.evaluation import (FullImageMapper, SniperCOCOEvaluator, SniperTiledInference, build_sniper_evaluator,
                                   build_sniper_test_loader, run_sniper_inference_on_dataset)
 from sniper_d2.inference import TiledInferenceParams
 from test_stitching_oracle import OracleModel, make_dataset

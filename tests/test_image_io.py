@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from sniper_d2.data.image_io import ImageReadError, read_image, read_image_region, read_image_size
+from sniper_d2.image_io import ImageReadError, read_image, read_image_region, read_image_size
 
 
 def _rgb(h=30, w=50, seed=0):

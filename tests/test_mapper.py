@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sniper_d2.data.image_io import ImageReadError
+from sniper_d2.image_io import ImageReadError
 from sniper_d2.data.mapper import SniperDatasetMapper
 
 H, W = 240, 320

@@ -104,7 +104,7 @@ def test_dump_tool_with_a_random_model_writes_a_usable_file(small_synthetic, tmp
 
     import sniper_d2.modeling  # noqa: F401
     from sniper_d2.config import add_sniper_config
-    from sniper_d2.proposal_dump import dump_proposals
+    from sniper_d2.inference.proposal_dump import dump_proposals
 
     cfg = get_cfg()
     add_sniper_config(cfg)
@@ -128,3 +128,47 @@ def test_dump_tool_with_a_random_model_writes_a_usable_file(small_synthetic, tmp
             assert 0 < len(props) <= 20
             assert (props[:, 0] >= 0).all() and (props[:, 2] <= rec["width"]).all()
             assert (props[:, 1] >= 0).all() and (props[:, 3] <= rec["height"]).all()
+
+
+class _WholeTileRPN:
+    """Stands in for GeneralizedRCNN in the proposal dump: one proposal per tile, the whole tile
+    (objectness 1); records the size of every batch it is given."""
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def preprocess_image(self, inputs):
+        import types
+
+        self.batch_sizes.append(len(inputs))
+        return types.SimpleNamespace(tensor=None, inputs=inputs)
+
+    def backbone(self, tensor):
+        return None
+
+    def proposal_generator(self, images, features, gt):
+        import types
+
+        import torch
+
+        out = []
+        for item in images.inputs:
+            h, w = item["image"].shape[1:]
+            out.append(types.SimpleNamespace(proposal_boxes=types.SimpleNamespace(
+                tensor=torch.tensor([[0.0, 0.0, w, h]])), objectness_logits=torch.ones(1)))
+        return out, {}
+
+
+def test_proposal_dump_streams_tiles_in_batches_and_keeps_a_vanishing_scale_empty():
+    from sniper_d2.geometry import tile_windows
+    from sniper_d2.inference.proposal_dump import image_proposals
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    model = _WholeTileRPN()
+    per_scale = image_proposals(model, image, scales=(1.0, 1e-4), chip_size=256, tile_size=256, tile_overlap=64,
+                                batch_size=3, topk=100, nms_thresh=0.99)
+    assert model.batch_sizes == [3, 1]  # 4 tiles at scale 1, none at 1e-4, 3 per forward pass
+    boxes, scores = per_scale[0]
+    expected = tile_windows((300, 400), 256, 64).astype(np.float32)
+    np.testing.assert_allclose(boxes[np.lexsort(boxes.T[::-1])], expected[np.lexsort(expected.T[::-1])])
+    assert per_scale[1][0].shape == (0, 4) and per_scale[1][1].shape == (0,)

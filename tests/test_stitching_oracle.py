@@ -18,7 +18,7 @@ from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
 from sniper_d2.data.datasets import register_coco_json
-from sniper_d2.evaluation import FullImageMapper, SniperTiledInference
+from sniper_d2.inference.evaluation import FullImageMapper, SniperTiledInference
 from sniper_d2.inference import TiledInferenceParams
 
 COLORS = [(0, 0, 200), (0, 200, 0), (200, 0, 0)]  # BGR, one per class
@@ -111,7 +111,7 @@ def test_ground_truth_through_tiling_and_stitching_gives_ap_1(oracle_data, tmp_p
 
 def test_the_data_really_cuts_objects_at_tile_borders(oracle_data):
     """Guard for the test above: some objects must cross inner tile borders at some scale."""
-    from sniper_d2.inference.tiling import tile_windows
+    from sniper_d2.geometry import tile_windows
 
     gt = json.load(open(oracle_data))
     boxes = np.array([a["bbox"] for a in gt["annotations"] if a["image_id"] == 1], np.float64)

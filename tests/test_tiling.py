@@ -9,7 +9,8 @@ import torch
 from detectron2.structures import Boxes, Instances
 from hypothesis import given, settings, strategies as st
 
-from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams, tile_windows, touches_inner_border
+from sniper_d2.geometry import tile_windows, touches_inner_border
+from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
 
 # --- windows -------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import cv2
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sniper_d2.cli import run_main  # noqa: E402
+from sniper_d2.cli import run_main, setup_cfg  # noqa: E402
 
 _PALETTE = [(0, 200, 255), (255, 120, 0), (60, 220, 60), (220, 60, 220), (255, 255, 0), (0, 80, 255)]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -81,28 +81,6 @@ def output_names(files):
     return names
 
 
-def setup_cfg(args):
-    from detectron2.config import get_cfg
-
-    from sniper_d2.config import add_sniper_config
-    from sniper_d2.weights import resolve_weights
-
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"config file {args.config_file} not found")
-    cfg.merge_from_file(args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except AssertionError as e:  # yacs asserts on unknown keys
-        raise KeyError(f"command-line config override: {e}") from e
-    cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
-    if not cfg.MODEL.WEIGHTS:
-        raise FileNotFoundError("MODEL.WEIGHTS is empty: give the trained model, e.g. MODEL.WEIGHTS output/model_final.pth")
-    cfg.freeze()
-    return cfg
-
-
 def draw(image_bgr, det, class_names, threshold):
     """Boxes with class name and score drawn on a copy of the image (BGR)."""
     out = image_bgr.copy()
@@ -126,12 +104,14 @@ def main(argv=None):
 
     import sniper_d2.modeling  # noqa: F401  (registers the heads)
     from sniper_d2.coco import boxes_xyxy_to_xywh
-    from sniper_d2.data.image_io import ImageReadError, read_image
+    from sniper_d2.image_io import ImageReadError, read_image
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
     from sniper_d2.io import atomic_open, save_json_artifact
 
     setup_logger(name="sniper_d2")
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args.config_file, args.opts, purpose="infer")
+    if not cfg.MODEL.WEIGHTS:
+        raise FileNotFoundError("MODEL.WEIGHTS is empty: give the trained model, e.g. MODEL.WEIGHTS output/model_final.pth")
     files = list_inputs(args.input)
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

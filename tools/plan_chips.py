@@ -21,9 +21,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sniper_d2.cli import run_main, setup_cfg  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
 from sniper_d2.plans import PlanParams, load_or_build_plan  # noqa: E402
-from sniper_d2.cli import run_main  # noqa: E402
 
 logger = logging.getLogger("plan_chips")
 
@@ -42,18 +42,6 @@ def parse_args(argv=None):
                    help="write chip overlays (epoch 0) of the first N images to <output dir>/plan_overlays/")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p.parse_args(argv)
-
-
-def load_cfg(config_file, opts):
-    from detectron2.config import get_cfg
-
-    from sniper_d2.config import add_sniper_config
-
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts or [])
-    return cfg
 
 
 # Per scale index: BGR colours of the chip outlines (cycled).
@@ -94,7 +82,7 @@ def draw_overlays(plan, records, params, count, folder):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_cfg(args.config_file, args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, purpose="read")
     params = PlanParams.from_cfg(cfg)
     epochs = args.epochs if args.epochs is not None else cfg.SNIPER.PLAN.EPOCHS
     seed = args.seed if args.seed is not None else cfg.SNIPER.PLAN.SEED

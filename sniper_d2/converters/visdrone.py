@@ -87,7 +87,7 @@ def convert_split(root, progress=True):
     """
     from tqdm import tqdm
 
-    from ..data.image_io import read_image_size
+    from ..image_io import read_image_size
 
     image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
     for folder in (image_dir, ann_dir):

@@ -12,6 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..coco import DatasetError, load_coco_records
+from ..config import ConfigError
 
 __all__ = ["register_coco_json", "register_datasets_from_cfg", "records_to_dataset_dicts",
            "load_records_for_dataset"]
@@ -87,5 +88,5 @@ def register_datasets_from_cfg(cfg):
     """Register every ``(name, json_file, image_root)`` of ``cfg.SNIPER.REGISTER_COCO``."""
     for entry in cfg.SNIPER.REGISTER_COCO:
         if len(entry) != 3:
-            raise ValueError(f"SNIPER.REGISTER_COCO entries are (name, json_file, image_root); got {entry!r}")
+            raise ConfigError(f"SNIPER.REGISTER_COCO entries are (name, json_file, image_root); got {entry!r}")
         register_coco_json(*entry)

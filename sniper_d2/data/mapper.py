@@ -10,121 +10,25 @@ boxes alike; its content is ``round((min(x1, W) - x0) * scale)`` pixels wide (at
 is zero-padded at the bottom/right to ``CHIP_SIZE x CHIP_SIZE``. Nothing re-resizes the chip
 afterwards: the planned scale survives.
 
-Resampling: bilinear (``cv2.warpAffine`` with the exact matrix) when enlarging; when shrinking, a
-sub-pixel shift to the chip origin followed by ``cv2.resize(..., fx=f, interpolation=INTER_AREA)``
-(area averaging, exact factor ``f``). JPEGs read at scale <= 1/2 are decoded at 1/2, 1/4 or 1/8
-size by libjpeg first (see :func:`sniper_d2.data.image_io.read_image_region`).
+Resampling: :func:`sniper_d2.geometry.warp_to_chip` (bilinear when enlarging, area averaging by the
+exact factor when shrinking). JPEGs read at scale <= 1/2 are decoded at 1/2, 1/4 or 1/8 size by
+libjpeg first (see :func:`sniper_d2.image_io.read_image_region`).
 """
 
 import logging
 import math
 
-import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from .image_io import ImageReadError, read_image_region
+from ..geometry import chip_content_extent, chip_content_size, warp_to_chip
+from ..image_io import ImageReadError, read_image_region
 
-__all__ = ["SniperDatasetMapper", "chip_content_size", "chip_extent", "warp_to_chip", "crop_and_scale",
-           "chip_targets"]
+__all__ = ["SniperDatasetMapper", "chip_targets"]
 
 logger = logging.getLogger(__name__)
-
-
-def _round(v):
-    return int(math.floor(v + 0.5))
-
-
-def chip_content_size(chip, scale, image_size, chip_size):
-    """(h, w) in pixels of the image content of a chip: the part of the chip inside the image,
-    scaled by ``scale``, at most ``chip_size`` per side.
-
-    Raises:
-        ValueError: the chip has no pixel inside the image.
-    """
-    h, w = image_size
-    if chip[0] < -1e-6 or chip[1] < -1e-6:
-        raise ValueError(f"chip {[float(v) for v in chip]} starts outside the {w}x{h} image")
-    out_w = min(chip_size, _round((min(chip[2], w) - max(chip[0], 0.0)) * scale))
-    out_h = min(chip_size, _round((min(chip[3], h) - max(chip[1], 0.0)) * scale))
-    if out_w <= 0 or out_h <= 0:
-        raise ValueError(f"chip {[float(v) for v in chip]} at scale {scale} has no pixel inside the {w}x{h} image")
-    return out_h, out_w
-
-
-def _fit(region, out_size):
-    """Cut or edge-pad ``region`` (h, w, C) to ``out_size`` (rounding may leave it 1 px short)."""
-    out_h, out_w = out_size
-    region = region[:out_h, :out_w]
-    short_h, short_w = out_h - region.shape[0], out_w - region.shape[1]
-    if short_h or short_w:
-        region = np.pad(region, ((0, short_h), (0, short_w), (0, 0)), mode="edge")
-    return region
-
-
-def warp_to_chip(pixels, offset, factor, out_size):
-    """Resample ``pixels`` so that source point ``c`` lands at ``(c - offset) * factor``.
-
-    Args:
-        pixels: (h, w, C) uint8 source (C <= 4).
-        offset: (cx, cy) floats >= 0, the chip origin in ``pixels``' continuous coordinates.
-        factor (float): resize factor from ``pixels`` to the output.
-        out_size: (out_h, out_w) of the output.
-
-    Returns:
-        (out_h, out_w, C) uint8. Area averaging when shrinking, bilinear when enlarging; samples
-        past the source border repeat the edge pixel.
-    """
-    cx, cy = float(offset[0]), float(offset[1])
-    out_h, out_w = out_size
-    ix, iy = max(0, int(math.floor(cx))), max(0, int(math.floor(cy)))
-    fx, fy = cx - ix, cy - iy
-    if factor >= 1.0:
-        if factor == 1.0 and fx == 0.0 and fy == 0.0:
-            return _fit(pixels[iy:, ix:], out_size)
-        # Pixel-centre convention: u + 0.5 = (c + 0.5 - offset) * factor.
-        m = np.array([[factor, 0.0, (0.5 - cx) * factor - 0.5],
-                      [0.0, factor, (0.5 - cy) * factor - 0.5]], np.float64)
-        out = cv2.warpAffine(pixels, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out.reshape(out_h, out_w, -1)
-    # Shrinking: only the needed source rows/columns, shifted by the sub-pixel part of the offset
-    # (bilinear, at source resolution), then area-averaged by exactly `factor`.
-    need_w = min(pixels.shape[1] - ix, int(math.ceil(out_w / factor)) + 1)
-    need_h = min(pixels.shape[0] - iy, int(math.ceil(out_h / factor)) + 1)
-    src = pixels[iy:iy + need_h, ix:ix + need_w]
-    if fx or fy:
-        m = np.array([[1.0, 0.0, -fx], [0.0, 1.0, -fy]], np.float64)
-        src = cv2.warpAffine(src, m, (src.shape[1], src.shape[0]), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE).reshape(src.shape)
-    out = cv2.resize(src, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    return _fit(out.reshape(out.shape[0], out.shape[1], -1), out_size)
-
-
-def crop_and_scale(image, chip, scale, chip_size):
-    """Cut ``chip`` out of an in-memory image and resize it by exactly ``scale``.
-
-    Args:
-        image: (H, W, C) uint8, the original image.
-        chip: (4,) XYXY in original pixels.
-        scale (float): resize factor.
-        chip_size (int): the output is at most this many pixels per side.
-
-    Returns:
-        (region (h, w, C) uint8, (x0, y0) chip origin in original pixels, (scale, scale)): an
-        original point ``x`` is at ``(x - x0) * scale`` in ``region``.
-    """
-    out_size = chip_content_size(chip, scale, image.shape[:2], chip_size)
-    x0, y0 = float(chip[0]), float(chip[1])
-    return warp_to_chip(image, (x0, y0), scale, out_size), (x0, y0), (float(scale), float(scale))
-
-
-def chip_extent(chip, scale, image_size, chip_size):
-    """(h, w) floats: the chip's part inside the image in chip pixels (at most ``chip_size``)."""
-    h, w = image_size
-    return (min(float(chip_size), (min(chip[3], h) - chip[1]) * scale),
-            min(float(chip_size), (min(chip[2], w) - chip[0]) * scale))
 
 
 def chip_targets(boxes, crowd, chip_origin, scale, extent, valid_range, min_visible_fraction):
@@ -133,7 +37,7 @@ def chip_targets(boxes, crowd, chip_origin, scale, extent, valid_range, min_visi
     Args:
         boxes: (N, 4) float XYXY in original pixels; crowd: (N,) bool (ignore regions).
         chip_origin: (x0, y0) original pixels; scale (float); extent: (h, w) chip pixels, the area
-            boxes are clipped to (see :func:`chip_extent`).
+            boxes are clipped to (see :func:`sniper_d2.geometry.chip_content_extent`).
         valid_range: (lo, hi) on sqrt(w*h) of the unclipped box in original pixels (hi may be inf;
             a negative hi means inf).
         min_visible_fraction: a box with less of its area inside the chip is invalid (ignore).
@@ -228,7 +132,7 @@ class SniperDatasetMapper:
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in annos], bool)
         classes = np.array([a["category_id"] for a in annos], np.int64)
         chip, scale = dataset_dict["chip"], float(dataset_dict["scale"])
-        extent = chip_extent(chip, scale, (dataset_dict["height"], dataset_dict["width"]), self.chip_size)
+        extent = chip_content_extent(chip, scale, (dataset_dict["height"], dataset_dict["width"]), self.chip_size)
         keep, boxes_chip, valid = chip_targets(boxes, crowd, (float(chip[0]), float(chip[1])), scale, extent,
                                                dataset_dict["valid_range"], self.min_visible_fraction)
         return boxes_chip, classes[keep], valid

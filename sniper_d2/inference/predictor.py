@@ -1,8 +1,8 @@
 """Multi-scale tiled inference on full images, stitched back to original pixels.
 
 For each test scale: the scaled image is covered by windows of ``TILE_SIZE`` scaled pixels
-overlapping by ``TILE_OVERLAP`` (:func:`~sniper_d2.inference.tiling.tile_windows`); each window is cut
-from the ORIGINAL image and resized on its own (:func:`~sniper_d2.data.mapper.crop_and_scale`), so no
+overlapping by ``TILE_OVERLAP`` (:func:`~sniper_d2.geometry.tile_windows`); each window is cut
+from the ORIGINAL image and resized on its own (:func:`~sniper_d2.geometry.crop_and_scale`), so no
 scaled copy of the whole image is ever held: memory per tile is bounded by ``TILE_SIZE`` whatever the
 scale. Tiles go through the model ``TILE_BATCH_SIZE`` at a time. Boxes are mapped back to original
 pixels (``x = u / scale + x0``) and clipped; a box touching an inner window border is dropped (an
@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from ..chips import resolve_scale
-from ..data.mapper import crop_and_scale
+from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from .merge import METHODS, merge_detections
-from .tiling import tile_windows, touches_inner_border
 
-__all__ = ["TiledInferenceParams", "Tile", "MultiScaleTiledPredictor"]
+__all__ = ["TiledInferenceParams", "Tile", "tile_batches", "MultiScaleTiledPredictor"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,19 @@ class Tile(NamedTuple):
     inner_sides: Tuple[bool, bool, bool, bool]  # (left, top, right, bottom) is not an image border
     scale_index: int
     image_size: Tuple[int, int] = (0, 0)  # (H, W) of the whole original image (boxes are clipped to it)
+
+
+def tile_batches(tiles, batch_size):
+    """Group an iterable of tiles into lists of at most ``batch_size``, lazily (the last may be shorter):
+    only one batch of tiles is held at a time."""
+    batch = []
+    for tile in tiles:
+        batch.append(tile)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _empty_detections():
@@ -175,15 +187,7 @@ class MultiScaleTiledPredictor:
 
     def _batched(self, tiles):
         """detect_tiles over an iterable of tiles, TILE_BATCH_SIZE at a time; list of per-tile results."""
-        parts, batch = [], []
-        for tile in tiles:
-            batch.append(tile)
-            if len(batch) == self.params.tile_batch_size:
-                parts += self.detect_tiles(batch)
-                batch = []
-        if batch:
-            parts += self.detect_tiles(batch)
-        return parts
+        return [part for batch in tile_batches(tiles, self.params.tile_batch_size) for part in self.detect_tiles(batch)]
 
     def detect_windows(self, image, scale_index, windows, scale=None):
         """Run the detector on some windows of one image at one scale, before merging.

@@ -23,8 +23,8 @@ from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.structures import Boxes, Instances
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from .data.image_io import read_image
-from .inference import MultiScaleTiledPredictor, TiledInferenceParams
+from ..image_io import read_image
+from .predictor import MultiScaleTiledPredictor, TiledInferenceParams
 
 __all__ = ["has_fast_coco_eval", "FullImageMapper", "SniperTiledInference", "sniper_inference_model",
            "build_sniper_test_loader", "SniperCOCOEvaluator", "build_sniper_evaluator",

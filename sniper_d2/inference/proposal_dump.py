@@ -1,8 +1,10 @@
 """Dumping a weakly trained detector's RPN proposals over the training set, for negative chips.
 
 Every training image is processed at every SNIPER training scale (``SNIPER.SCALES``; the fit scale
-fits the long side to ``CHIP_SIZE``), tiled like inference tiles (``SNIPER.TEST.TILE_SIZE`` windows
-with ``TILE_OVERLAP``, cut from the original image and resized one by one). Per image and scale the
+fits the long side to ``CHIP_SIZE``), tiled by the predictor's tile generator
+(:meth:`~sniper_d2.inference.predictor.MultiScaleTiledPredictor.tiles`: ``SNIPER.TEST.TILE_SIZE`` windows with
+``TILE_OVERLAP``, cut from the original image and resized one at a time, ``TILE_BATCH_SIZE`` tiles
+per forward pass; a scale at which the image vanishes gives no proposal). Per image and scale the
 tiles' proposals are mapped to original pixels, merged with NMS (``SNIPER.NEG.NMS_THRESH``) and the
 top ``SNIPER.NEG.TOPK_PER_SCALE`` kept. Work is sharded over processes (``rank::world``) and saved in
 parts every few images (see :mod:`sniper_d2.proposals`), so an interrupted dump resumes where it
@@ -16,12 +18,10 @@ import torch
 from detectron2.utils import comm
 from torchvision.ops import nms
 
-from .chips import resolve_scale
-from .coco import images_hash
-from .data.image_io import read_image
-from .data.mapper import crop_and_scale
-from .inference.tiling import tile_windows
-from .proposals import finished_image_ids, merge_proposal_parts, save_proposal_part, scales_hash
+from ..coco import images_hash
+from ..image_io import read_image
+from ..proposals import finished_image_ids, merge_proposal_parts, save_proposal_part, scales_hash
+from .predictor import MultiScaleTiledPredictor, TiledInferenceParams, tile_batches
 
 __all__ = ["image_proposals", "dump_proposals"]
 
@@ -30,12 +30,13 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def _rpn(model, tiles):
-    """RPN proposals of a batch of tiles: list of (boxes (P, 4) tile pixels, logits (P,)) on CPU."""
-    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.transpose(2, 0, 1)))} for t in tiles]
+    """RPN proposals of a batch of :class:`~sniper_d2.inference.predictor.Tile` s: list of
+    (boxes (P, 4) float32 tile pixels, logits (P,)) on CPU."""
+    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.pixels.transpose(2, 0, 1)))} for t in tiles]
     images = model.preprocess_image(inputs)
     features = model.backbone(images.tensor)
     proposals, _ = model.proposal_generator(images, features, None)
-    return [(p.proposal_boxes.tensor.cpu(), p.objectness_logits.cpu()) for p in proposals]
+    return [(p.proposal_boxes.tensor.float().cpu(), p.objectness_logits.cpu()) for p in proposals]
 
 
 def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, batch_size, topk, nms_thresh):
@@ -45,29 +46,35 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
         model: detectron2 GeneralizedRCNN in eval mode.
         image: (H, W, 3) uint8 original image in the model's input format.
         scales: SNIPER.SCALES entries (factor or -1 = fit the long side to ``chip_size``).
+        chip_size (int): the fit scale's long side, scaled pixels.
+        tile_size (int), tile_overlap (int): windows and their overlap, scaled pixels.
+        batch_size (int): tiles per forward pass. topk (int), nms_thresh (float): kept per scale after NMS.
 
     Returns:
-        list over scales of (boxes (K, 4) float32 XYXY original pixels, scores (K,) float32).
+        list over scales of (boxes (K, 4) float32 XYXY original pixels, scores (K,) float32); a scale
+        at which the image vanishes gives K = 0.
     """
     h, w = image.shape[:2]
+    # The predictor's tiling at the training scales (its test ranges are not used: no detection step).
+    tiling = MultiScaleTiledPredictor(model, TiledInferenceParams(
+        scales=tuple(scales), valid_ranges=((0.0, -1.0),) * len(scales), tile_size=tile_size, fit_size=chip_size,
+        tile_overlap=tile_overlap, tile_batch_size=batch_size))
+    boxes, scores = [[] for _ in scales], [[] for _ in scales]
+    for batch in tile_batches(tiling.tiles(image), batch_size):
+        for tile, (b, s) in zip(batch, _rpn(model, batch)):
+            x0, y0 = tile.origin
+            boxes[tile.scale_index].append(b / tile.scale + torch.tensor([x0, y0, x0, y0], dtype=torch.float32))
+            scores[tile.scale_index].append(s)
     out = []
-    for entry in scales:
-        scale = resolve_scale(entry, (h, w), chip_size)
-        scaled = (int(round(h * scale)), int(round(w * scale)))
-        cut = [crop_and_scale(image, win / scale, scale, tile_size) for win in tile_windows(scaled, tile_size, tile_overlap)]
-        boxes, scores = [], []
-        for start in range(0, len(cut), batch_size):
-            batch = cut[start:start + batch_size]
-            for (tile, origin, factors), (b, s) in zip(batch, _rpn(model, [c[0] for c in batch])):
-                f = torch.tensor([factors[0], factors[1], factors[0], factors[1]])
-                o = torch.tensor([origin[0], origin[1], origin[0], origin[1]], dtype=torch.float32)
-                boxes.append(b / f + o)
-                scores.append(s)
-        boxes, scores = torch.cat(boxes), torch.cat(scores)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-        keep = nms(boxes, scores, nms_thresh)[:topk]
-        out.append((boxes[keep].numpy().astype(np.float32), scores[keep].numpy().astype(np.float32)))
+    for scale_boxes, scale_scores in zip(boxes, scores):
+        if not scale_boxes:  # the image vanishes at this scale
+            out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+            continue
+        b, s = torch.cat(scale_boxes), torch.cat(scale_scores)
+        b[:, 0::2] = b[:, 0::2].clamp(0, w)
+        b[:, 1::2] = b[:, 1::2].clamp(0, h)
+        keep = nms(b, s, nms_thresh)[:topk]
+        out.append((b[keep].numpy().astype(np.float32), s[keep].numpy().astype(np.float32)))
     return out
 
 
