@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from .coco import sanitize_boxes
-from .config import FIT_SCALE
+from .config import FIT_SCALE, ValidRange, is_fit
 
 __all__ = ["resolve_scale", "chip_extent", "positive_chips", "negative_chips", "boxes_inside",
            "fraction_inside", "off_object_proposals"]
@@ -51,7 +51,7 @@ def resolve_scale(scale_entry, image_size, chip_size):
         float: the factor applied to the original image.
     """
     scale_entry = float(scale_entry)
-    if scale_entry == FIT_SCALE:
+    if is_fit(scale_entry):
         return float(chip_size) / float(max(image_size))
     if not (scale_entry > 0 and math.isfinite(scale_entry)):
         raise ValueError(f"scale {scale_entry} is neither a positive resize factor nor FIT_SCALE ({FIT_SCALE})")
@@ -280,16 +280,10 @@ def _clean_boxes(boxes, image_size, what):
     return clipped[keep]
 
 
-def _upper_bound(hi):
-    hi = float(hi) if hi is not None else math.inf
-    return math.inf if hi < 0 else hi
-
-
 def _in_valid_range(boxes, valid_range):
-    """The rows of ``boxes`` (N, 4) XYXY whose sqrt(w*h) lies in [lo, hi) (hi None/-1/inf: open)."""
-    lo, hi = float(valid_range[0]), _upper_bound(valid_range[1])
+    """The rows of ``boxes`` (N, 4) XYXY whose sqrt(w*h) lies in [lo, hi) (see :class:`ValidRange`)."""
     size = np.sqrt((boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1]))
-    return boxes[(size >= lo) & (size < hi)]
+    return boxes[ValidRange.parse(valid_range).train_mask(size)]
 
 
 def _rng(seed):
@@ -304,8 +298,8 @@ def positive_chips(boxes, image_size, scale, valid_range, chip_size, stride, see
             clipped; NaN/inf, empty and outside boxes are dropped (one warning counts them).
         image_size (tuple[int, int]): (height, width) of the original image.
         scale (float): resize factor of this pyramid level (resolved, > 0; see :func:`resolve_scale`).
-        valid_range (tuple[float, float]): (lo, hi) on sqrt(w*h) in original pixels; a box is valid
-            when lo <= size < hi. hi may be inf, None or -1 (no upper bound).
+        valid_range (ValidRange or (lo, hi)): on sqrt(w*h) in original pixels; a box is valid
+            when lo <= size < hi. A pair's hi may be inf, None or -1 (no upper bound).
         chip_size (int): chip side in scaled pixels.
         stride (int): grid step between candidate chip positions, in scaled pixels.
         seed: None (zero grid offset, ties to the first cell in row-major order: fully
@@ -347,7 +341,7 @@ def negative_chips(proposals, image_size, scale, chip_size, stride, positive_chi
         image_size, scale, chip_size, stride, seed: as in :func:`positive_chips`.
         positive_chips: (K, 4) float XYXY chips of this image and scale, original pixels.
         min_proposals (int): fewest proposals a negative chip must hold (values below 1 count as 1).
-        valid_range (tuple[float, float]): (lo, hi) on sqrt(w*h) in original pixels, as in
+        valid_range (ValidRange or (lo, hi)): on sqrt(w*h) in original pixels, as in
             :func:`positive_chips`; the default keeps every size.
 
     Returns:

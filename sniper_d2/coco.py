@@ -19,7 +19,7 @@ import numpy as np
 from .io import read_json_file
 
 __all__ = ["DatasetError", "load_coco_records", "records_to_coco_json", "boxes_xywh_to_xyxy",
-           "boxes_xyxy_to_xywh"]
+           "boxes_xyxy_to_xywh", "crowd_flags", "non_crowd_boxes", "sanitize_boxes", "images_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,19 @@ def load_coco_records(json_path, image_root=None):
         detail = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
         logger.warning(f"{json_path}: dropped or clipped annotations: {detail}")
     return records, categories
+
+
+def crowd_flags(record):
+    """(N,) bool ``iscrowd`` of a record's N boxes (all False when the record has no such key)."""
+    n = len(record["boxes"])
+    crowd = record.get("iscrowd")
+    return np.zeros(n, bool) if crowd is None else np.asarray(crowd, bool).reshape(n)
+
+
+def non_crowd_boxes(record):
+    """(K, 4) float32 XYXY original pixels: a record's boxes without its crowd boxes (the objects
+    that chips must cover and statistics count)."""
+    return np.asarray(record["boxes"], np.float32).reshape(-1, 4)[~crowd_flags(record)]
 
 
 def _bbox_array(bboxes, json_path, image_id):

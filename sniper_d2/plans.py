@@ -16,7 +16,6 @@ annotations get no positive chips, and negative chips only where proposals exist
 
 import hashlib
 import logging
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from multiprocessing import get_all_start_methods, get_context
 import numpy as np
 
 from .chips import negative_chips, off_object_proposals, positive_chips, resolve_scale
-from .coco import sanitize_boxes
+from .coco import crowd_flags, non_crowd_boxes, sanitize_boxes
+from .config import ConfigError, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
 __all__ = ["PlanParams", "ChipPlan", "plan_image", "build_plan", "save_plan", "load_plan",
@@ -47,8 +47,8 @@ class PlanParams:
     Attributes:
         scales (tuple[float]): per pyramid level, a resize factor or -1 (``FIT_SCALE``: the long
             side fit to ``chip_size``).
-        valid_ranges (tuple[tuple[float, float]]): per level, (lo, hi) on sqrt(w*h) in original
-            pixels; hi -1 (or inf) = no upper bound.
+        valid_ranges (tuple[ValidRange]): per level, sqrt(w*h) in original pixels (config pairs
+            ``(lo, hi)``, hi -1 = no upper bound, are parsed by :func:`sniper_d2.config.parse_scales`).
         chip_size (int), stride (int): chip side and grid step, in scaled pixels.
         neg_min_proposals (tuple[int]): per level, the fewest proposals a negative chip must hold
             (empty: 1 everywhere).
@@ -64,30 +64,21 @@ class PlanParams:
     neg_chips_per_image: int = 2
 
     def __post_init__(self):
-        if len(self.scales) == 0:
-            raise ValueError("SNIPER.SCALES is empty: give at least one scale")
-        if len(self.scales) != len(self.valid_ranges):
-            raise ValueError(f"SNIPER.SCALES has {len(self.scales)} entries but SNIPER.VALID_RANGES has "
-                             f"{len(self.valid_ranges)}: give one (lo, hi) range per scale")
+        scales, valid_ranges = parse_scales(self.scales, self.valid_ranges, "SNIPER")
+        object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "valid_ranges", valid_ranges)
         if self.neg_min_proposals and len(self.neg_min_proposals) != len(self.scales):
-            raise ValueError(f"SNIPER.NEG.MIN_PROPOSALS has {len(self.neg_min_proposals)} entries for "
+            raise ConfigError(f"SNIPER.NEG.MIN_PROPOSALS has {len(self.neg_min_proposals)} entries for "
                              f"{len(self.scales)} scales: give one per scale")
-        for s in self.scales:
-            if not (s == -1 or s > 0):
-                raise ValueError(f"SNIPER.SCALES entry {s} is neither a positive factor nor -1 (fit)")
-        for lo, hi in self.valid_ranges:
-            if 0 <= hi <= lo:
-                raise ValueError(f"SNIPER.VALID_RANGES entry ({lo}, {hi}) is empty")
         if self.chip_size <= 0 or self.stride <= 0:
-            raise ValueError(f"SNIPER.CHIP_SIZE ({self.chip_size}) and SNIPER.CHIP_STRIDE "
+            raise ConfigError(f"SNIPER.CHIP_SIZE ({self.chip_size}) and SNIPER.CHIP_STRIDE "
                              f"({self.stride}) must be positive")
 
     @classmethod
     def from_cfg(cls, cfg):
         """From a detectron2 ``CfgNode`` holding ``cfg.SNIPER`` (or any object with the same attributes)."""
         s = cfg.SNIPER
-        return cls(scales=tuple(float(x) for x in s.SCALES),
-                   valid_ranges=tuple((float(lo), _hi_to_cfg(hi)) for lo, hi in s.VALID_RANGES),
+        return cls(scales=s.SCALES, valid_ranges=s.VALID_RANGES,
                    chip_size=int(s.CHIP_SIZE), stride=int(s.CHIP_STRIDE),
                    neg_min_proposals=tuple(int(x) for x in s.NEG.MIN_PROPOSALS),
                    neg_chips_per_image=int(s.NEG.CHIPS_PER_IMAGE))
@@ -95,7 +86,7 @@ class PlanParams:
     def planning_dict(self):
         """The fields that change the chips, JSON-ready (hi = -1 for no upper bound)."""
         return {"scales": [float(s) for s in self.scales],
-                "valid_ranges": [[float(lo), _hi_to_cfg(hi)] for lo, hi in self.valid_ranges],
+                "valid_ranges": [list(r.to_cfg()) for r in self.valid_ranges],
                 "chip_size": int(self.chip_size), "stride": int(self.stride),
                 "neg_min_proposals": [int(m) for m in self.min_proposals()],
                 # Planner revision: negatives use only proposals in their scale's valid range that
@@ -107,11 +98,6 @@ class PlanParams:
 
     def hash(self):
         return stable_hash(self.planning_dict())
-
-
-def _hi_to_cfg(hi):
-    hi = float(hi)
-    return -1.0 if (hi < 0 or math.isinf(hi)) else hi
 
 
 @dataclass
@@ -152,7 +138,7 @@ class ChipPlan:
         for s in range(num_scales):
             name = f"scale #{s}"
             if scales is not None:
-                name += " (fit)" if float(scales[s]) == -1 else f" ({float(scales[s]):g}x)"
+                name += " (fit)" if is_fit(scales[s]) else f" ({float(scales[s]):g}x)"
             lines.append(f"  {name}: {per[s, 0]:.2f} positive, {per[s, 1]:.2f} negative chips per image per epoch")
         return "\n".join(lines)
 
@@ -165,7 +151,7 @@ def dataset_hash(records):
         h.update(str(r["image_id"]).encode("utf-8"))
         h.update(np.asarray([r["height"], r["width"], len(boxes)], np.int64).tobytes())
         h.update(boxes.tobytes())
-        h.update(np.ascontiguousarray(_crowd(r), bool).tobytes())
+        h.update(np.ascontiguousarray(crowd_flags(r), bool).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -187,12 +173,6 @@ def plan_config_hash(params, epochs, seed, proposals_id=""):
     """Digest of everything but the data that decides a plan."""
     return stable_hash({"params": params.hash(), "epochs": int(epochs), "seed": int(seed),
                         "proposals": proposals_id})
-
-
-def _crowd(record):
-    crowd = record.get("iscrowd")
-    n = len(record["boxes"])
-    return np.zeros(n, bool) if crowd is None else np.asarray(crowd, bool).reshape(n)
 
 
 def plan_image(image_size, boxes, index, params, epochs, seed, proposals=None):
@@ -235,7 +215,7 @@ def _jobs(records, params, epochs, seed, proposals, dropped):
     """Per image: clean boxes and proposals once (counting drops in ``dropped``), then the job."""
     for i, r in enumerate(records):
         size = (r["height"], r["width"])
-        boxes = np.asarray(r["boxes"], np.float32).reshape(-1, 4)[~_crowd(r)]
+        boxes = non_crowd_boxes(r)
         boxes, keep, counts = sanitize_boxes(boxes, size)
         dropped.update({"boxes " + k: v for k, v in counts.items()})
         props = proposals.get(r["image_id"]) if proposals else None

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .coco import DatasetError
-from .config import FIT_SCALE, NO_UPPER_BOUND
+from .coco import DatasetError, non_crowd_boxes
+from .config import FIT_SCALE, NO_UPPER_BOUND, is_fit
 
 __all__ = ["object_sizes", "image_sizes", "size_summary", "comfortable_band", "ScaleSuggestion",
            "suggest_sniper_params", "estimate_cost", "plot_size_histogram", "read_config_yaml",
@@ -75,18 +75,16 @@ def object_sizes(records):
          relative (N,) float64 absolute / sqrt(H*W) of its image,
          image_index (N,) int64 index into ``records``)
     """
-    counts = np.array([len(r["boxes"]) for r in records], np.int64)
+    per_image = [non_crowd_boxes(r) for r in records]
+    counts = np.array([len(b) for b in per_image], np.int64)
     if counts.sum() == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
-    boxes = np.concatenate([np.asarray(r["boxes"], np.float64).reshape(-1, 4) for r in records])
-    crowd = np.concatenate([np.asarray(r.get("iscrowd", np.zeros(len(r["boxes"]))), bool).reshape(-1)
-                            for r in records])
+    boxes = np.concatenate(per_image).astype(np.float64)
     image_index = np.repeat(np.arange(len(records)), counts)
     absolute = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
     sizes = image_sizes(records)
     relative = absolute / np.sqrt(sizes[image_index, 0] * sizes[image_index, 1])
-    keep = ~crowd
-    return absolute[keep], relative[keep], image_index[keep]
+    return absolute, relative, image_index
 
 
 def size_summary(absolute, relative, percentiles=(1, 2, 5, 10, 25, 50, 75, 90, 95, 98, 99)):
@@ -260,17 +258,15 @@ def estimate_cost(records, suggestion, sample_images=200, seed=0):
     for i in pick:
         r = records[i]
         size = (r["height"], r["width"])
-        boxes = np.asarray(r["boxes"], np.float32).reshape(-1, 4)
-        crowd = np.asarray(r.get("iscrowd", np.zeros(len(boxes))), bool).reshape(-1)
-        boxes = boxes[~crowd]
+        boxes = non_crowd_boxes(r)
         for s, (entry, vr) in enumerate(zip(suggestion.scales, suggestion.valid_ranges)):
             scale = resolve_scale(entry, size, suggestion.chip_size)
             chips[s] += len(positive_chips(boxes, size, scale, vr, suggestion.chip_size,
                                            suggestion.chip_stride, seed=[seed, int(i), s]))
     sizes_hw = image_sizes([records[i] for i in pick])
     area = sizes_hw[:, 0] * sizes_hw[:, 1]
-    fixed = np.array([s for s in suggestion.scales if s != FIT_SCALE])
-    has_fit = any(s == FIT_SCALE for s in suggestion.scales)
+    fixed = np.array([s for s in suggestion.scales if not is_fit(s)])
+    has_fit = any(is_fit(s) for s in suggestion.scales)
     pyramid = area * float((fixed ** 2).sum())
     if has_fit:
         pyramid = pyramid + area * (suggestion.chip_size / sizes_hw.max(axis=1)) ** 2
@@ -309,7 +305,7 @@ def plot_size_histogram(absolute, relative, suggestion, path):
     for k, (scale, (r_lo, r_hi), c) in enumerate(zip(suggestion.scales, suggestion.valid_ranges, colors)):
         x0 = max(r_lo, lo * 0.9)
         x1 = hi * 1.1 if r_hi == NO_UPPER_BOUND else r_hi
-        label = "fit" if scale == FIT_SCALE else f"{scale:g}x"
+        label = "fit" if is_fit(scale) else f"{scale:g}x"
         y = top * (1.02 + 0.06 * k)
         ax_abs.plot([x0, x1], [y, y], color=c, lw=4, solid_capstyle="butt")
         ax_abs.text(x0, y + top * 0.01, f"valid at {label}", color=c, fontsize=8, va="bottom")

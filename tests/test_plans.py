@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from sniper_d2 import plans
 from sniper_d2.chips import boxes_inside, chip_extent, resolve_scale
 from sniper_d2.coco import load_coco_records
+from sniper_d2.config import ValidRange
 from sniper_d2.io import ArtifactError, save_npz_artifact
 from sniper_d2.plans import PlanParams, build_plan, load_or_build_plan, load_plan, save_plan
 
@@ -239,7 +241,8 @@ def test_params_from_a_detectron2_config():
     cfg.merge_from_file(os.path.join(REPO, "configs", "sniper_tiny_cpu.yaml"))
     params = PlanParams.from_cfg(cfg)
     assert params.scales == (2.0, 1.0, -1.0)
-    assert params.valid_ranges[-1] == (128.0, -1.0)
+    assert params.valid_ranges[-1] == ValidRange(128.0, math.inf)
+    assert params.valid_ranges[-1].to_cfg() == (128.0, -1.0)
     assert (params.chip_size, params.stride) == (256, 32)
     assert params.neg_chips_per_image == cfg.SNIPER.NEG.CHIPS_PER_IMAGE
 

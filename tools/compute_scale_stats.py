@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2 import stats  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
+from sniper_d2.config import is_fit  # noqa: E402
 from sniper_d2.io import atomic_open  # noqa: E402
 from sniper_d2.cli import run_main  # noqa: E402
 
@@ -76,7 +77,7 @@ def main(argv=None):
     print(fragment)
 
     cost = stats.estimate_cost(records, suggestion, sample_images=args.sample_images)
-    per_scale = ", ".join(f"{'fit' if s == -1 else f'{s:g}x'}: {c:.2f}"
+    per_scale = ", ".join(f"{'fit' if is_fit(s) else f'{s:g}x'}: {c:.2f}"
                           for s, c in zip(suggestion.scales, cost["chips_per_image"]))
     print(f"positive chips per image per epoch ({cost['images']} images sampled): {per_scale}; "
           f"total {cost['chips_per_image'].sum():.2f}")

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.cli import run_main, setup_cfg  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
+from sniper_d2.config import is_fit  # noqa: E402
 from sniper_d2.plans import PlanParams, load_or_build_plan  # noqa: E402
 
 logger = logging.getLogger("plan_chips")
@@ -68,7 +69,7 @@ def draw_overlays(plan, records, params, count, folder):
             x0, y0, x1, y1 = np.round(plan.chips[j]).astype(int)
             color = _COLORS[int(plan.scale_index[j]) % len(_COLORS)]
             cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), color, 1 if plan.is_negative[j] else 3)
-        legend = ", ".join(f"#{k}={'fit' if s == -1 else s}" for k, s in enumerate(params.scales))
+        legend = ", ".join(f"#{k}={'fit' if is_fit(s) else s}" for k, s in enumerate(params.scales))
         cv2.putText(image, f"{len(rows)} chips (epoch 0); scales {legend}", (10, 30),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 3)
         cv2.putText(image, f"{len(rows)} chips (epoch 0); scales {legend}", (10, 30),

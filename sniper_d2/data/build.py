@@ -6,6 +6,8 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
+from ..coco import DatasetError
+from ..config import ConfigError
 from ..plans import PlanParams, load_or_build_plan
 from .chip_dataset import ChipStreamSpec, build_chip_train_loader
 from .datasets import load_records_for_dataset, records_to_dataset_dicts
@@ -31,7 +33,7 @@ def training_records(cfg):
         dicts.extend(records_to_dataset_dicts(recs, id_map))
         records.extend(recs)
     if not records:
-        raise ValueError(f"training data sets {list(cfg.DATASETS.TRAIN)} hold no images")
+        raise DatasetError(f"training data sets {list(cfg.DATASETS.TRAIN)} hold no images")
     return records, dicts
 
 
@@ -63,7 +65,7 @@ def build_sniper_train_loader(cfg, mapper, start_iter=0):
     plan, params = load_training_plan(cfg, records)
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
                          f"the number of processes ({world})")
     spec = ChipStreamSpec(
         batch_size=cfg.SOLVER.IMS_PER_BATCH // world, rank=comm.get_rank(), world_size=world,

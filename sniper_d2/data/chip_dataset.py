@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from detectron2.utils import comm
 
+from ..config import ValidRange
+
 __all__ = ["epoch_chip_indices", "ChipStreamSpec", "ChipStream", "build_chip_train_loader",
            "chip_dict"]
 
@@ -58,7 +60,7 @@ def epoch_chip_indices(plan, epoch, negatives_per_image, seed):
 def chip_dict(dataset_dict, plan, index, valid_ranges):
     """The mapper's input for chip ``index`` of the plan (see docs/ARCHITECTURE.md)."""
     scale_index = int(plan.scale_index[index])
-    lo, hi = valid_ranges[scale_index]
+    valid_range = ValidRange.parse(valid_ranges[scale_index])
     return {
         "file_name": dataset_dict["file_name"],
         "image_id": dataset_dict["image_id"],
@@ -68,7 +70,7 @@ def chip_dict(dataset_dict, plan, index, valid_ranges):
         "chip": [float(v) for v in plan.chips[index]],
         "scale": float(plan.scale[index]),
         "scale_index": scale_index,
-        "valid_range": [float(lo), float(hi) if hi >= 0 else float("inf")],
+        "valid_range": [valid_range.lo, valid_range.hi],
         "is_negative": bool(plan.is_negative[index]),
     }
 
@@ -140,7 +142,7 @@ class ChipStream(torch.utils.data.IterableDataset):
         Args:
             plan (ChipPlan): chips of all epochs; ``plan.image_index`` indexes ``dataset_dicts``.
             dataset_dicts (list[dict]): detectron2 dicts of the training images.
-            valid_ranges (list[(lo, hi)]): per scale index, in original pixels (hi -1 = inf).
+            valid_ranges (list[ValidRange]): per scale index, sqrt(w*h) in original pixels.
             mapper (callable): chip dict -> model input dict, or None to skip a bad chip.
             spec (ChipStreamSpec): batching, sharding and resume position.
         """

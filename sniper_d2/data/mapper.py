@@ -16,13 +16,13 @@ libjpeg first (see :func:`sniper_d2.image_io.read_image_region`).
 """
 
 import logging
-import math
 
 import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from ..config import ValidRange
 from ..geometry import chip_content_extent, chip_content_size, warp_to_chip
 from ..image_io import ImageReadError, read_image_region
 
@@ -38,8 +38,8 @@ def chip_targets(boxes, crowd, chip_origin, scale, extent, valid_range, min_visi
         boxes: (N, 4) float XYXY in original pixels; crowd: (N,) bool (ignore regions).
         chip_origin: (x0, y0) original pixels; scale (float); extent: (h, w) chip pixels, the area
             boxes are clipped to (see :func:`sniper_d2.geometry.chip_content_extent`).
-        valid_range: (lo, hi) on sqrt(w*h) of the unclipped box in original pixels (hi may be inf;
-            a negative hi means inf).
+        valid_range (ValidRange or (lo, hi)): on sqrt(w*h) of the unclipped box in original pixels;
+            valid when lo <= size < hi (a pair's hi may be inf or -1: no upper bound).
         min_visible_fraction: a box with less of its area inside the chip is invalid (ignore).
 
     Returns:
@@ -56,9 +56,7 @@ def chip_targets(boxes, crowd, chip_origin, scale, extent, valid_range, min_visi
     area = np.maximum(mapped[:, 2:] - mapped[:, :2], 0.0).prod(axis=1)
     keep = visible > 0
     size = np.sqrt(np.maximum(boxes[:, 2:] - boxes[:, :2], 0.0).prod(axis=1))
-    lo, hi = valid_range
-    hi = math.inf if hi < 0 else hi
-    valid = ((size >= lo) & (size < hi) & (visible >= min_visible_fraction * area)
+    valid = (ValidRange.parse(valid_range).train_mask(size) & (visible >= min_visible_fraction * area)
              & ~np.asarray(crowd, bool).reshape(-1) & (clipped_wh >= 1.0).all(axis=1))
     return keep, clipped[keep].astype(np.float32), valid[keep]
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..chips import resolve_scale
+from ..config import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from .merge import METHODS, merge_detections
 
@@ -29,7 +30,7 @@ class TiledInferenceParams:
     """``cfg.SNIPER.TEST`` as plain values (see sniper_d2/config.py for each key)."""
 
     scales: tuple  # resize factors, or FIT_SCALE (-1): long side fit to ``fit_size``
-    valid_ranges: tuple  # per scale (lo, hi], sqrt(w*h) in original pixels; hi -1 = infinity
+    valid_ranges: tuple  # per scale a ValidRange (pairs (lo, hi), hi -1 = inf, are parsed): keep lo < sqrt(w*h) <= hi
     tile_size: int = 1024  # scaled pixels
     fit_size: int = 512  # FIT_SCALE fits the long side to this (cfg.SNIPER.CHIP_SIZE, as in training)
     tile_overlap: int = 256  # scaled pixels
@@ -43,22 +44,21 @@ class TiledInferenceParams:
     use_border_rule: bool = True  # False only to show what the rule prevents (tests)
 
     def __post_init__(self):
-        if len(self.scales) != len(self.valid_ranges):
-            raise ValueError(f"SNIPER.TEST.SCALES has {len(self.scales)} entries but SNIPER.TEST.VALID_RANGES "
-                             f"has {len(self.valid_ranges)}")
+        scales, valid_ranges = parse_scales(self.scales, self.valid_ranges, "SNIPER.TEST")
+        object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "valid_ranges", valid_ranges)
         if not 0 <= self.tile_overlap < self.tile_size:
-            raise ValueError(f"SNIPER.TEST.TILE_OVERLAP ({self.tile_overlap}) must be >= 0 and smaller than "
+            raise ConfigError(f"SNIPER.TEST.TILE_OVERLAP ({self.tile_overlap}) must be >= 0 and smaller than "
                              f"SNIPER.TEST.TILE_SIZE ({self.tile_size})")
         if self.tile_batch_size < 1:
-            raise ValueError(f"SNIPER.TEST.TILE_BATCH_SIZE must be >= 1, got {self.tile_batch_size}")
+            raise ConfigError(f"SNIPER.TEST.TILE_BATCH_SIZE must be >= 1, got {self.tile_batch_size}")
         if self.merge_method not in METHODS:
-            raise ValueError(f"SNIPER.TEST.MERGE_METHOD must be one of {METHODS}, got {self.merge_method!r}")
+            raise ConfigError(f"SNIPER.TEST.MERGE_METHOD must be one of {METHODS}, got {self.merge_method!r}")
 
     @classmethod
     def from_cfg(cls, cfg):
         t = cfg.SNIPER.TEST
-        return cls(scales=tuple(float(s) for s in t.SCALES),
-                   valid_ranges=tuple((float(lo), float(hi)) for lo, hi in t.VALID_RANGES),
+        return cls(scales=t.SCALES, valid_ranges=t.VALID_RANGES,
                    tile_size=int(t.TILE_SIZE), fit_size=int(cfg.SNIPER.CHIP_SIZE), tile_overlap=int(t.TILE_OVERLAP),
                    tile_batch_size=int(t.TILE_BATCH_SIZE), merge_method=t.MERGE_METHOD, merge_iou=float(t.MERGE_IOU),
                    merge_ios=float(t.MERGE_IOS),
@@ -181,8 +181,7 @@ class MultiScaleTiledPredictor:
         boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
                              boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
         size = ((boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
-        lo, hi = self.params.valid_ranges[scale_index]
-        keep = (size > max(lo, 0.0)) & ((size <= hi) if hi >= 0 else True)
+        keep = self.params.valid_ranges[scale_index].test_mask(size)
         return boxes[keep], scores[keep], classes[keep]
 
     def _batched(self, tiles):

@@ -1,0 +1,63 @@
+"""sniper_d2.config value types: scales and valid ranges decoded once ("-1" = fit / no upper bound)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sniper_d2.coco import crowd_flags, non_crowd_boxes
+from sniper_d2.config import FIT_SCALE, ConfigError, ValidRange, is_fit, parse_scales
+
+
+def test_minus_one_upper_bound_parses_to_infinity_and_back():
+    r = ValidRange.parse((120, -1))
+    assert r == ValidRange(120.0, math.inf) and r.to_cfg() == (120.0, -1.0)
+    assert ValidRange.parse((0, None)).hi == math.inf
+    assert ValidRange.parse(r) is r
+
+
+def test_training_range_is_lo_inclusive_hi_exclusive_and_test_range_the_opposite():
+    r = ValidRange(32.0, 150.0)
+    sizes = np.array([31.9, 32.0, 100.0, 150.0, 150.1])
+    np.testing.assert_array_equal(r.train_mask(sizes), [False, True, True, False, False])
+    np.testing.assert_array_equal(r.test_mask(sizes), [False, False, True, True, False])
+
+
+def test_an_open_range_keeps_every_large_size():
+    r = ValidRange.parse((10, -1))
+    assert r.train_mask(np.array([1e9])).all() and r.test_mask(np.array([1e9])).all()
+
+
+@given(st.floats(0, 1e4), st.floats(0.01, 1e4), st.lists(st.floats(0, 2e4), max_size=20))
+def test_masks_are_the_two_half_open_intervals(lo, width, sizes):
+    r, s = ValidRange(lo, lo + width), np.array(sizes, np.float64)
+    np.testing.assert_array_equal(r.train_mask(s), (s >= r.lo) & (s < r.hi))
+    np.testing.assert_array_equal(r.test_mask(s), (s > r.lo) & (s <= r.hi))
+
+
+@pytest.mark.parametrize("pair", [(50, 50), (60, 40), (-1, 10), (float("nan"), 10), ("a", 3), (1,)])
+def test_empty_negative_or_malformed_ranges_are_config_errors(pair):
+    with pytest.raises(ConfigError):
+        ValidRange.parse(pair)
+
+
+def test_fit_scale_is_the_only_negative_scale():
+    assert is_fit(FIT_SCALE) and is_fit(-1) and not is_fit(1.0)
+    scales, ranges = parse_scales((3, 1.667, -1), ((0, 80), (32, 150), (120, -1)))
+    assert scales == (3.0, 1.667, -1.0) and ranges[-1] == ValidRange(120.0)
+    with pytest.raises(ConfigError, match="SNIPER.TEST.SCALES entry -2.0"):
+        parse_scales((-2,), ((0, -1),), "SNIPER.TEST")
+    with pytest.raises(ConfigError, match="one \\(lo, hi\\) range per scale"):
+        parse_scales((1.0, -1), ((0, -1),))
+    with pytest.raises(ConfigError, match="SNIPER.VALID_RANGES.*empty"):
+        parse_scales((1.0,), ((5, 5),))
+
+
+def test_non_crowd_boxes_leave_out_crowd_boxes():
+    rec = {"boxes": np.array([[0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 3, 3]], np.float32),
+           "iscrowd": np.array([False, True, False])}
+    np.testing.assert_array_equal(non_crowd_boxes(rec), rec["boxes"][[0, 2]])
+    assert len(non_crowd_boxes({"boxes": rec["boxes"]})) == 3
+    assert crowd_flags({"boxes": np.zeros((0, 4))}).shape == (0,)
