@@ -26,7 +26,7 @@ from detectron2.evaluation import COCOEvaluator
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
 from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
-from sniper_d2.data.build import build_sniper_train_loader  # noqa: E402
+from sniper_d2.data.build import ResumableTrainLoader, build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
 from sniper_d2.inference.evaluation import build_sniper_evaluator, has_fast_coco_eval, sniper_inference_model  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
@@ -36,10 +36,13 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer that trains on SNIPER chips and evaluates with tiled multi-scale inference."""
 
     @classmethod
-    def build_train_loader(cls, cfg, start_iter=0):
+    def build_train_loader(cls, cfg):
+        """The chip loader, built when training asks for its first batch, at the iteration that
+        :meth:`resume_or_load` found (stock detectron2 loader when SNIPER is disabled)."""
         if not cfg.SNIPER.ENABLED:
             return build_detection_train_loader(cfg)
-        return build_sniper_train_loader(cfg, SniperDatasetMapper(cfg, is_train=True), start_iter)
+        mapper = SniperDatasetMapper(cfg, is_train=True)
+        return ResumableTrainLoader(lambda start_iter: build_sniper_train_loader(cfg, mapper, start_iter))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -71,11 +74,9 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
-        if self.start_iter > 0 and self.cfg.SNIPER.ENABLED:
-            # Continue the chip sequence where the interrupted run stopped.
-            loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
-            self._trainer.data_loader = loader
-            self._trainer._data_loader_iter = iter(loader)
+        # DefaultTrainer.data_loader: the loader handed to its SimpleTrainer (a public property).
+        if isinstance(self.data_loader, ResumableTrainLoader):
+            self.data_loader.start_at(self.start_iter)  # continue the chip sequence where the checkpoint stopped
 
 
 def setup(args):

@@ -133,12 +133,12 @@ def crop_and_scale(image, chip, scale, chip_size):
         chip_size (int): the output is at most this many pixels per side.
 
     Returns:
-        (region (h, w, C) uint8, (x0, y0) chip origin in original pixels, (scale, scale)): an
-        original point ``x`` is at ``(x - x0) * scale`` in ``region``.
+        (region (h, w, C) uint8, (x0, y0) chip origin in original pixels): an original point ``x``
+        is at ``(x - x0) * scale`` in ``region``.
     """
     out_size = chip_content_size(chip, scale, image.shape[:2], chip_size)
     x0, y0 = float(chip[0]), float(chip[1])
-    return warp_to_chip(image, (x0, y0), scale, out_size), (x0, y0), (float(scale), float(scale))
+    return warp_to_chip(image, (x0, y0), scale, out_size), (x0, y0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ __all__ = [
     "save_npz_artifact",
     "load_npz_artifact",
     "stable_hash",
-    "file_sha1",
     "read_json_file",
 ]
 
@@ -74,15 +73,6 @@ def stable_hash(obj):
     """A short, stable hex digest of a JSON-serializable object (key order does not matter)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def file_sha1(path, chunk_bytes=1 << 20):
-    """SHA-1 hex digest of a file's bytes (first 16 hex digits)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _json_default(obj):

@@ -83,6 +83,20 @@ def test_rpn_all_invalid_chip_has_no_positives(cfg):
     assert labels[0].tolist() == [-1, 0, 0, 0, -1]
 
 
+def test_rpn_ignored_anchors_never_take_a_place_in_the_sample(cfg):
+    c = cfg.clone()
+    c.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 2
+    c.MODEL.RPN.POSITIVE_FRACTION = 0.5
+    rpn = _rpn(c)
+    gt = _gt([[10, 10, 50, 50], [100, 100, 140, 140]], [True, False])
+    for seed in range(10):
+        torch.manual_seed(seed)
+        labels = rpn.label_and_sample_anchors([ANCHORS], [gt])[0][0].tolist()
+        assert labels[1] == -1  # on the invalid box
+        assert labels.count(1) == 1 and labels.count(0) == 1  # the sample is full: one negative of 2 and 3
+        assert labels.index(0) in (2, 3)
+
+
 def _roi_heads(cfg):
     shapes = {f: ShapeSpec(channels=64, stride=s) for f, s in zip(["p2", "p3", "p4", "p5"], [4, 8, 16, 32])}
     return build_roi_heads(cfg, shapes)

@@ -51,3 +51,16 @@ def test_neutral_modules_import_numpy_only():
     code = ("import sys, sniper_d2, sniper_d2.config, sniper_d2.cli, sniper_d2.geometry, sniper_d2.image_io; "
             "bad = [m for m in ('torch', 'detectron2') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_import_sniper_d2_is_numpy_only_and_exposes_the_documented_api():
+    code = ("import sys, sniper_d2; assert not [m for m in ('torch', 'detectron2') if m in sys.modules]; "
+            "sniper_d2.PlanParams, sniper_d2.ValidRange, sniper_d2.tile_windows; "
+            "assert 'torch' not in sys.modules, 'a numpy-only name imported torch'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    import sniper_d2
+
+    architecture = open(os.path.join(REPO, "docs", "ARCHITECTURE.md")).read()
+    for name in sniper_d2.__all__:
+        assert getattr(sniper_d2, name) is not None
+        assert f"{name}" in architecture, f"sniper_d2.{name} is not named in docs/ARCHITECTURE.md"

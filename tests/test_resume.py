@@ -58,3 +58,21 @@ def test_train_net_resume_continues_from_the_checkpoint(small_synthetic, tmp_pat
     assert "starting at iteration 2" in log  # the chip stream was rebuilt at the resume point
     state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert state["iteration"] == 3
+
+
+def test_resumable_loader_builds_at_the_start_iteration_given_before_the_first_batch():
+    from sniper_d2.data.build import ResumableTrainLoader
+
+    built = []
+
+    def build(start_iter):
+        built.append(start_iter)
+        return iter(range(start_iter, start_iter + 3))
+
+    loader = ResumableTrainLoader(build)
+    batches = iter(loader)  # what detectron2's trainer does when it is constructed
+    assert built == []
+    loader.start_at(5)
+    assert next(batches) == 5 and built == [5]
+    with pytest.raises(RuntimeError, match="before the first batch"):
+        loader.start_at(0)

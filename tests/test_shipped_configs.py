@@ -37,12 +37,19 @@ def test_config_loads_and_builds_its_model(path):
 
 
 def test_remote_weights_without_cache_give_a_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    import iopath.common.file_io
+
+    def no_internet(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(iopath.common.file_io, "download", no_internet)  # what a machine without internet gives
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path))
-    monkeypatch.delenv("SNIPER_ALLOW_DOWNLOAD", raising=False)
     with pytest.raises(WeightsError, match=r"MODEL.WEIGHTS /path/to/R-50.pkl"):
         resolve_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl")
     cached = tmp_path / "detectron2" / "ImageNetPretrained" / "MSRA" / "R-50.pkl"
-    cached.parent.mkdir(parents=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)  # the failed download made the folder
     cached.write_bytes(b"x")
     assert resolve_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl") == str(cached)
     with pytest.raises(WeightsError, match="nope.pth not found"):

@@ -12,7 +12,7 @@ from ..plans import PlanParams, load_or_build_plan
 from .chip_dataset import ChipStreamSpec, build_chip_train_loader
 from .datasets import load_records_for_dataset, records_to_dataset_dicts
 
-__all__ = ["default_plan_path", "build_sniper_train_loader", "load_training_plan"]
+__all__ = ["default_plan_path", "build_sniper_train_loader", "load_training_plan", "ResumableTrainLoader"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +78,35 @@ def build_sniper_train_loader(cfg, mapper, start_iter=0):
                 f"epochs, {spec.batch_size} chips per iteration per process, starting at iteration {start_iter}")
     return build_chip_train_loader(plan, dicts, params.valid_ranges, mapper, spec,
                                    num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+class ResumableTrainLoader:
+    """A training loader whose first iteration is decided after it is handed to the trainer.
+
+    detectron2's ``DefaultTrainer`` builds its loader in its constructor, before ``resume_or_load``
+    reads from the checkpoint the iteration to resume at. This iterable builds the real loader
+    (``build(start_iter)``, e.g. :func:`build_sniper_train_loader`) only when the first batch is
+    asked for, at the iteration given to :meth:`start_at` (0 by default), so a resumed run continues
+    the exact chip sequence of the interrupted one. Taking an iterator (``iter``) builds nothing.
+
+    Args:
+        build (callable): ``build(start_iter) -> iterable of batches``.
+    """
+
+    def __init__(self, build):
+        self._build = build
+        self.start_iter = 0
+        self._started = False
+
+    def start_at(self, start_iter):
+        """Start at iteration ``start_iter``; only before the first batch was asked for."""
+        if self._started:
+            raise RuntimeError("the training loader already runs: start_at() must come before the first batch")
+        self.start_iter = int(start_iter)
+
+    def __iter__(self):
+        return self._batches()
+
+    def _batches(self):
+        self._started = True
+        yield from self._build(self.start_iter)

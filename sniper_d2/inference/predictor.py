@@ -16,6 +16,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 import torch
+from detectron2.structures import Boxes
 
 from ..chips import resolve_scale
 from ..config import ConfigError, parse_scales
@@ -131,7 +132,7 @@ class MultiScaleTiledPredictor:
     def cut_tile(self, image, window, scale, scale_index):
         """The :class:`Tile` of one window (XYXY scaled px) of ``image`` ((H, W, 3) uint8) at ``scale``."""
         h, w = image.shape[:2]
-        pixels, origin, _ = crop_and_scale(image, np.asarray(window, np.float64) / scale, scale, self.params.tile_size)
+        pixels, origin = crop_and_scale(image, np.asarray(window, np.float64) / scale, scale, self.params.tile_size)
         return Tile(pixels, origin, scale, self._inner_sides(window, scale, (h, w)), scale_index, (h, w))
 
     @staticmethod
@@ -177,10 +178,10 @@ class MultiScaleTiledPredictor:
 
     def _filter(self, boxes, scores, classes, scale_index, image_size):
         """Clip to the image, keep lo < sqrt(w*h) <= hi of the scale (original pixels)."""
-        h, w = image_size
-        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
-        size = ((boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
+        boxes = Boxes(boxes)
+        boxes.clip(image_size)
+        size = boxes.area().clamp(min=0).sqrt()
+        boxes = boxes.tensor
         keep = self.params.valid_ranges[scale_index].test_mask(size)
         return boxes[keep], scores[keep], classes[keep]
 

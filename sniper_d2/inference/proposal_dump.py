@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 import torch
+from detectron2.structures import Boxes
 from detectron2.utils import comm
 from torchvision.ops import nms
 
@@ -70,9 +71,9 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
         if not scale_boxes:  # the image vanishes at this scale
             out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
             continue
-        b, s = torch.cat(scale_boxes), torch.cat(scale_scores)
-        b[:, 0::2] = b[:, 0::2].clamp(0, w)
-        b[:, 1::2] = b[:, 1::2].clamp(0, h)
+        b, s = Boxes(torch.cat(scale_boxes)), torch.cat(scale_scores)
+        b.clip((h, w))
+        b = b.tensor
         keep = nms(b, s, nms_thresh)[:topk]
         out.append((b[keep].numpy().astype(np.float32), s[keep].numpy().astype(np.float32)))
     return out

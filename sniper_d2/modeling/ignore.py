@@ -1,6 +1,7 @@
 """Helpers shared by the ignore-aware heads."""
 
 import torch
+from detectron2.structures import pairwise_iou
 
 __all__ = ["split_valid", "max_iou_with"]
 
@@ -20,8 +21,9 @@ def split_valid(instances):
     return instances[valid], instances.gt_boxes[~valid]
 
 
-def max_iou_with(boxes, others, pairwise_iou):
-    """(R,) max IoU of each of ``boxes`` (Boxes, R) with ``others`` (Boxes, M); zeros if M == 0."""
+def max_iou_with(boxes, others):
+    """(R,) float: the largest IoU (detectron2's ``pairwise_iou``) of each of ``boxes`` (Boxes, R)
+    with ``others`` (Boxes, M), both XYXY in the same frame; zeros when M == 0."""
     if len(others) == 0:
         return torch.zeros(len(boxes), device=boxes.tensor.device)
     return pairwise_iou(others, boxes).max(dim=0).values

@@ -3,8 +3,6 @@
 import torch
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.structures import pairwise_iou
-
 from .ignore import max_iou_with, split_valid
 
 __all__ = ["SniperROIHeads"]
@@ -43,8 +41,8 @@ class SniperROIHeads(StandardROIHeads):
         if len(invalid_boxes) == 0 or len(proposals) == 0:
             return proposals
         boxes = proposals.proposal_boxes
-        iou_invalid = max_iou_with(boxes, invalid_boxes, pairwise_iou)
-        iou_valid = max_iou_with(boxes, valid.gt_boxes, pairwise_iou)
+        iou_invalid = max_iou_with(boxes, invalid_boxes)
+        iou_valid = max_iou_with(boxes, valid.gt_boxes)
         ignored = (iou_invalid > iou_valid) & (iou_invalid >= self.ignore_iou_threshold)
         return proposals[~ignored]
 
