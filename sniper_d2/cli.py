@@ -12,7 +12,6 @@ Importing this module needs numpy only (the statistics and planning tools run wi
 detectron2 and torch are imported inside the functions that need them.
 """
 
-import os
 import sys
 
 __all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "PURPOSES"]
@@ -73,12 +72,11 @@ def _merged_cfg(config_file, opts):
     """
     from detectron2.config import get_cfg
 
-    from .config import ConfigError, add_sniper_config
+    from .config import ConfigError, add_sniper_config, require_config_file
 
     cfg = get_cfg()
     add_sniper_config(cfg)
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file} not found")
+    require_config_file(config_file)
     try:
         cfg.merge_from_file(config_file)
     except KeyError as e:  # yacs: "Non-existent config key: ..."

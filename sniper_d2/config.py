@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["FIT_SCALE", "NO_UPPER_BOUND", "ConfigError", "ValidRange", "is_fit", "parse_scales",
-           "check_runtime_config", "add_sniper_config"]
+           "require_config_file", "check_runtime_config", "add_sniper_config"]
 
 # A scale entry equal to this value means "resize the whole image so that its long side equals
 # CHIP_SIZE": a single chip then covers the whole image (SNIPER's coarsest pyramid level).
@@ -27,6 +27,15 @@ NO_UPPER_BOUND = -1.0
 
 class ConfigError(ValueError):
     """A config whose keys exist but whose values cannot work together (message names them)."""
+
+
+def require_config_file(config_file):
+    """Raise ``FileNotFoundError("config file <path> not found")`` unless ``config_file`` is a file:
+    the one message of every config reader (:func:`sniper_d2.cli.setup_cfg`, :func:`sniper_d2.stats.read_config_yaml`)."""
+    import os
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} not found")
 
 
 def is_fit(scale_entry):

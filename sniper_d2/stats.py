@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .coco import DatasetError, non_crowd_boxes
-from .config import FIT_SCALE, NO_UPPER_BOUND, is_fit
+from .config import FIT_SCALE, NO_UPPER_BOUND, ConfigError, is_fit, require_config_file
 
 __all__ = ["object_sizes", "image_sizes", "size_summary", "comfortable_band", "ScaleSuggestion",
            "suggest_sniper_params", "estimate_cost", "plot_size_histogram", "read_config_yaml",
@@ -327,21 +327,25 @@ def plot_size_histogram(absolute, relative, suggestion, path):
 # Reading a detectron2 yaml without detectron2
 # ------------------------------------------------------------------------------------------------
 def read_config_yaml(path, _seen=None):
-    """A detectron2 yaml config as a nested dict, ``_BASE_`` chains merged (child wins). PyYAML only."""
+    """A detectron2 yaml config as a nested dict, ``_BASE_`` chains merged (child wins). PyYAML only.
+
+    The statistics tool runs without torch, so it cannot use :func:`sniper_d2.cli.setup_cfg`
+    (detectron2's ``CfgNode`` imports torch); it shares its file check and error types
+    (``FileNotFoundError``, :class:`~sniper_d2.config.ConfigError`) and reads keys without defaults.
+    """
     import yaml
 
     path = os.path.abspath(os.fspath(path))
     seen = set() if _seen is None else _seen
     if path in seen:
-        raise ValueError(f"{path}: _BASE_ chain loops back to this file")
+        raise ConfigError(f"{path}: _BASE_ chain loops back to this file")
     seen.add(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
+    require_config_file(path)
     with open(path) as f:
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
     base = data.pop("_BASE_", None)
     if base is None:
         return data

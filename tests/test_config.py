@@ -61,3 +61,15 @@ def test_non_crowd_boxes_leave_out_crowd_boxes():
     np.testing.assert_array_equal(non_crowd_boxes(rec), rec["boxes"][[0, 2]])
     assert len(non_crowd_boxes({"boxes": rec["boxes"]})) == 3
     assert crowd_flags({"boxes": np.zeros((0, 4))}).shape == (0,)
+
+
+def test_both_config_readers_name_a_missing_file_the_same_way(tmp_path):
+    from sniper_d2.stats import read_config_yaml
+
+    missing = str(tmp_path / "no_such.yaml")
+    with pytest.raises(FileNotFoundError, match=f"config file {missing} not found"):
+        read_config_yaml(missing)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("_BASE_: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        read_config_yaml(str(loop))

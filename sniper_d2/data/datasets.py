@@ -21,20 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 def records_to_dataset_dicts(records, dataset_id_to_contiguous_id):
-    """Numpy records -> detectron2 dataset dicts (annotations in XYXY_ABS, contiguous ids).
-
-    Extra keys: ``record_index`` (position in ``records``) and ``distractors`` ((M, 4) XYXY).
-    """
+    """Numpy records -> detectron2 dataset dicts (annotations in XYXY_ABS, contiguous ids)."""
     dicts = []
-    for index, rec in enumerate(records):
+    for rec in records:
         annotations = [
             {"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS,
              "category_id": dataset_id_to_contiguous_id[int(cat)], "iscrowd": int(crowd)}
             for box, cat, crowd in zip(rec["boxes"], rec["category_ids"], rec["iscrowd"])
         ]
         dicts.append({"file_name": rec["file_name"], "image_id": rec["image_id"],
-                      "height": rec["height"], "width": rec["width"], "annotations": annotations,
-                      "record_index": index, "distractors": rec["distractors"]})
+                      "height": rec["height"], "width": rec["width"], "annotations": annotations})
     return dicts
 
 
