@@ -280,3 +280,40 @@ def add_sniper_config(cfg):
     _C.SNIPER.TEST.SCORE_THRESH = 0.05
     # Detections kept per full image after merging (also COCOEvaluator's max_dets_per_image).
     _C.SNIPER.TEST.MAX_DETECTIONS = 500
+    # "full": every scale over the whole image. "autofocus": the coarsest scale over the whole
+    # image, each finer scale only inside the focus chips of the scale above (AutoFocus, Najibi et
+    # al., ICCV 2019); needs a model with a focus head (SNIPER.AUTOFOCUS below).
+    _C.SNIPER.TEST.MODE = "full"
+
+    # ---------------------------------------------------------------------------------------
+    # AutoFocus: a focus head predicting where objects too small for the current scale are
+    # (sniper_d2/modeling/focus.py), and focus chips at test time (sniper_d2/inference/autofocus.py)
+    # ---------------------------------------------------------------------------------------
+    _C.SNIPER.AUTOFOCUS = CN()
+    # Build the focus head (MODEL.META_ARCHITECTURE must be "SniperFocusRCNN"): trained on the same
+    # chips, in the same run, next to the detector; its map is returned at inference.
+    _C.SNIPER.AUTOFOCUS.ENABLED = False
+    # FPN level the head reads. The paper uses stride 16 on 512 px chips (32 x 32 cells per chip);
+    # "p3" (stride 8) gives the same 32 x 32 cells on 256 px chips.
+    _C.SNIPER.AUTOFOCUS.IN_FEATURE = "p4"
+    # Channels of the head's 3x3 conv (then a 1x1 conv to one logit per cell).
+    _C.SNIPER.AUTOFOCUS.HEAD_CHANNELS = 64
+    # Focus labels per chip, on sqrt(w*h) of each (unclipped) box in CHIP pixels (scaled pixels):
+    # a cell is positive (focus) where it overlaps a box of size in [lo, hi). Boxes below lo and in
+    # [hi, IGNORE_UP_TO) make their cells don't-care; larger boxes leave them negative. Release of
+    # the authors (512 px chips): (5, 64), don't care up to 90.
+    _C.SNIPER.AUTOFOCUS.POSITIVE_RANGE = (5.0, 64.0)
+    _C.SNIPER.AUTOFOCUS.IGNORE_UP_TO = 90.0
+    # Crowd / ignore-region boxes (iscrowd) make every cell they overlap don't-care.
+    _C.SNIPER.AUTOFOCUS.CROWD_AS_IGNORE = True
+    # Weight of the focus loss (binary cross-entropy, mean over cells that are not don't-care).
+    _C.SNIPER.AUTOFOCUS.LOSS_WEIGHT = 1.0
+    # Test time, one entry per SNIPER.TEST.SCALES entry (same order; the finest scale's entry is
+    # unused): a cell of that scale's map is focus when its probability is >= THRESHOLDS; the focus
+    # cells are dilated by DILATIONS cells (a (2d+1) x (2d+1) square); each connected component
+    # gives one chip, grown to at least MIN_CHIP_SIZES pixels of the NEXT finer scale (the pixels the
+    # detector sees). Overlapping chips are merged. Release: thresholds 0.2 (middle), 0.02
+    # (coarsest), dilation 3, chips 256 / 320 px.
+    _C.SNIPER.AUTOFOCUS.THRESHOLDS = (0.2, 0.2, 0.02)
+    _C.SNIPER.AUTOFOCUS.DILATIONS = (3, 3, 3)
+    _C.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES = (320, 320, 256)

@@ -10,7 +10,10 @@ files are skipped with a warning naming them, and counted. Written to --output:
                        the config's data set is registered, else contiguous), "bbox" XYWH original
                        pixels, "score"}, detections with score >= --confidence-threshold;
   results_meta.json    sidecar (sniper_d2.io artifact, format "sniper_d2.infer_results", version 1):
-                       weights, config file, images, skipped files, detections, threshold.
+                       weights, config file, images, skipped files, detections, threshold, and
+                       "pixels_per_scale": {file: pixels through the detector per SNIPER.TEST.SCALES entry};
+  <stem>_focus.jpg     with --draw-focus (SNIPER.TEST.MODE "autofocus"): the focus maps (red) and the
+                       focus chips of each finer scale (boxes labelled with the scale) over the image.
 
 Examples:
     python tools/infer.py --config-file configs/sniper_tiny_cpu.yaml --input datasets/synthetic/images \
@@ -27,6 +30,7 @@ import os
 import sys
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -45,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="draw and save detections at least this confident (default: %(default)s)")
     p.add_argument("--no-draw", action="store_true", help="only write results.json")
+    p.add_argument("--draw-focus", action="store_true",
+                   help="with SNIPER.TEST.MODE autofocus: also write <stem>_focus.jpg, where the model zoomed in")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs")
     return p.parse_args(argv)
 
@@ -113,6 +119,8 @@ def main(argv=None):
     if not cfg.MODEL.WEIGHTS:
         raise FileNotFoundError("MODEL.WEIGHTS is empty: give the trained model, e.g. MODEL.WEIGHTS output/model_final.pth")
     files = list_inputs(args.input)
+    if args.draw_focus and cfg.SNIPER.TEST.MODE != "autofocus":
+        raise ValueError("--draw-focus needs SNIPER.TEST.MODE autofocus (and a model with a focus head)")
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
@@ -121,7 +129,7 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
 
     drawn_names = output_names(files)
-    results, skipped = [], []
+    results, skipped, pixels = [], [], {}
     for image_id, path in enumerate(tqdm(files, desc="inference", unit="img"), start=1):
         try:
             image = read_image(path, format=cfg.INPUT.FORMAT)
@@ -130,6 +138,7 @@ def main(argv=None):
             skipped.append(path)
             continue
         det = predictor(image)
+        pixels[path] = [int(v) for v in det["pixels"]]
         keep = det["scores"] >= args.confidence_threshold
         for box, score, cls in zip(boxes_xyxy_to_xywh(det["boxes"][keep].numpy()), det["scores"][keep].tolist(),
                                    det["classes"][keep].tolist()):
@@ -140,12 +149,25 @@ def main(argv=None):
             drawn_path = os.path.join(args.output, drawn_names[path])
             if not cv2.imwrite(drawn_path, draw(bgr, det, class_names, args.confidence_threshold)):
                 raise OSError(f"{drawn_path}: could not write the drawn image")
+        if args.draw_focus:
+            from sniper_d2.chips import resolve_scale
+            from sniper_d2.inference.autofocus import draw_focus
+
+            scales = [resolve_scale(s, image.shape[:2], cfg.SNIPER.CHIP_SIZE) for s in cfg.SNIPER.TEST.SCALES]
+            bgr = image if cfg.INPUT.FORMAT == "BGR" else image[..., ::-1]
+            focus_path = os.path.join(args.output, os.path.splitext(drawn_names[path])[0] + "_focus.jpg")
+            if not cv2.imwrite(focus_path, draw_focus(bgr, det["autofocus"], scales)):
+                raise OSError(f"{focus_path}: could not write the focus picture")
 
     with atomic_open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f)
     save_json_artifact(os.path.join(args.output, "results_meta.json"), "sniper_d2.infer_results", 1, {
         "weights": cfg.MODEL.WEIGHTS, "config_file": args.config_file, "images": len(files) - len(skipped),
-        "skipped": skipped, "detections": len(results), "confidence_threshold": args.confidence_threshold})
+        "skipped": skipped, "detections": len(results), "confidence_threshold": args.confidence_threshold,
+        "pixels_per_scale": pixels})
+    total = np.sum(list(pixels.values()), axis=0) if pixels else []
+    logger.info(f"pixels through the detector per scale {tuple(float(s) for s in cfg.SNIPER.TEST.SCALES)} "
+                f"({cfg.SNIPER.TEST.MODE}): {', '.join(f'{v / 1e6:.1f} M' for v in total)}")
     logger.info(f"{len(files) - len(skipped)} images, {len(results)} detections -> {args.output}/results.json"
                 + (f"; skipped {len(skipped)} unreadable: {', '.join(skipped)}" if skipped else ""))
 

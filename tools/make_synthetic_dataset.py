@@ -23,8 +23,9 @@ from sniper_d2.synthetic import SyntheticSpec, make_synthetic_dataset  # noqa: E
 from sniper_d2.cli import run_main  # noqa: E402
 
 
-# The clutter split's seeds lie far from those of train (2 * seed) and val (2 * seed + 1).
+# The clutter and sparse splits' seeds lie far from those of train (2 * seed) and val (2 * seed + 1).
 CLUTTER_SEED_OFFSET = 1_000_000
+SPARSE_SEED_OFFSET = 2_000_000
 
 
 def parse_args(argv=None):
@@ -35,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--clutter", type=int, default=0,
                    help="images of a distractor-heavy split 'clutter' (20-40 look-alike non-objects and "
                         "4-8 objects per image), for counting false positives (default: %(default)s)")
+    p.add_argument("--sparse", type=int, default=0,
+                   help="images of a split 'sparse': 2-4 objects and 2-4 distractors per image, mostly "
+                        "background, where AutoFocus pays (default: %(default)s)")
     p.add_argument("--min-side", type=int, default=1000, help="smallest image side, px (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=2000, help="largest image side, px (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
@@ -66,7 +70,10 @@ def main(argv=None):
              "val": SyntheticSpec(num_images=args.val, seed=args.seed * 2 + 1, **sides),
              "clutter": SyntheticSpec(num_images=args.clutter, seed=CLUTTER_SEED_OFFSET + args.seed,
                                       objects_per_image=(4, 8), distractors_per_image=(20, 40),
-                                      empty_fraction=0.0, **sides)}
+                                      empty_fraction=0.0, **sides),
+             "sparse": SyntheticSpec(num_images=args.sparse, seed=SPARSE_SEED_OFFSET + args.seed,
+                                     objects_per_image=(2, 4), distractors_per_image=(2, 4),
+                                     empty_fraction=0.0, **sides)}
     for split, spec in specs.items():
         if spec.num_images <= 0:
             continue

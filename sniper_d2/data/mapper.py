@@ -65,7 +65,8 @@ class SniperDatasetMapper:
     """Chip dict (see docs/ARCHITECTURE.md) -> detectron2 training input.
 
     Output: ``{"image": (3, S, S) uint8 tensor in ``image_format``, "instances":
-    Instances(gt_boxes (K, 4) XYXY chip pixels, gt_classes (K,) int64, gt_valid (K,) bool),
+    Instances(gt_boxes (K, 4) XYXY chip pixels, gt_classes (K,) int64, gt_valid (K,) bool,
+    gt_sizes (K,) float32 sqrt(w*h) of the unclipped box in chip pixels, gt_crowd (K,) bool),
     "height": S, "width": S, "file_name", "image_id", "chip", "scale"}`` with S = ``chip_size``.
     A box is kept when it overlaps the chip; it is valid (a positive) when its original size is in
     the chip's valid range, at least ``min_visible_fraction`` of it is inside, and it is no crowd box.
@@ -133,7 +134,9 @@ class SniperDatasetMapper:
         extent = chip_content_extent(chip, scale, (dataset_dict["height"], dataset_dict["width"]), self.chip_size)
         keep, boxes_chip, valid = chip_targets(boxes, crowd, (float(chip[0]), float(chip[1])), scale, extent,
                                                dataset_dict["valid_range"], self.min_visible_fraction)
-        return boxes_chip, classes[keep], valid
+        # sqrt(w*h) of the unclipped boxes in chip pixels (focus labels, sniper_d2/modeling/focus.py)
+        sizes = np.sqrt(np.maximum(boxes[keep, 2:] - boxes[keep, :2], 0.0).prod(axis=1)) * scale
+        return boxes_chip, classes[keep], valid, sizes, crowd[keep]
 
     def __call__(self, dataset_dict):
         """Map one chip dict; returns None for an unreadable image when ``skip_bad_images``."""
@@ -145,7 +148,7 @@ class SniperDatasetMapper:
             self.num_skipped += 1
             logger.warning(f"skipping a chip of an unreadable image ({self.num_skipped} skipped so far): {e}")
             return None
-        boxes_chip, classes, valid = self._targets(dataset_dict)
+        boxes_chip, classes, valid, sizes, crowd = self._targets(dataset_dict)
         if self.horizontal_flip and np.random.rand() < 0.5:
             content = content[:, ::-1]
             boxes_chip = np.stack([w - boxes_chip[:, 2], boxes_chip[:, 1], w - boxes_chip[:, 0], boxes_chip[:, 3]], 1)
@@ -156,6 +159,8 @@ class SniperDatasetMapper:
         instances.gt_boxes = Boxes(torch.as_tensor(boxes_chip, dtype=torch.float32).reshape(-1, 4))
         instances.gt_classes = torch.as_tensor(classes, dtype=torch.int64)
         instances.gt_valid = torch.as_tensor(valid, dtype=torch.bool)
+        instances.gt_sizes = torch.as_tensor(sizes, dtype=torch.float32)
+        instances.gt_crowd = torch.as_tensor(crowd, dtype=torch.bool)
         return {
             "image": torch.as_tensor(np.ascontiguousarray(padded.transpose(2, 0, 1))),
             "instances": instances,

@@ -43,6 +43,10 @@ class TiledInferenceParams:
     score_thresh: float = 0.05
     max_detections: int = 500
     use_border_rule: bool = True  # False only to show what the rule prevents (tests)
+    mode: str = "full"  # "full" or "autofocus" (sniper_d2/inference/autofocus.py)
+    focus_thresholds: tuple = ()  # AutoFocus, one per scale (cfg.SNIPER.AUTOFOCUS.*)
+    focus_dilations: tuple = ()
+    focus_min_chip_sizes: tuple = ()
 
     def __post_init__(self):
         scales, valid_ranges = parse_scales(self.scales, self.valid_ranges, "SNIPER.TEST")
@@ -53,6 +57,14 @@ class TiledInferenceParams:
                              f"SNIPER.TEST.TILE_SIZE ({self.tile_size})")
         if self.tile_batch_size < 1:
             raise ConfigError(f"SNIPER.TEST.TILE_BATCH_SIZE must be >= 1, got {self.tile_batch_size}")
+        if self.mode not in ("full", "autofocus"):
+            raise ConfigError(f"SNIPER.TEST.MODE must be 'full' or 'autofocus', got {self.mode!r}")
+        if self.mode == "autofocus":
+            for key, v in (("THRESHOLDS", self.focus_thresholds), ("DILATIONS", self.focus_dilations),
+                           ("MIN_CHIP_SIZES", self.focus_min_chip_sizes)):
+                if len(v) != len(self.scales):
+                    raise ConfigError(f"SNIPER.AUTOFOCUS.{key} has {len(v)} entries but SNIPER.TEST.SCALES has "
+                                      f"{len(self.scales)}")
         if self.merge_method not in METHODS:
             raise ConfigError(f"SNIPER.TEST.MERGE_METHOD must be one of {METHODS}, got {self.merge_method!r}")
 
@@ -64,7 +76,10 @@ class TiledInferenceParams:
                    tile_batch_size=int(t.TILE_BATCH_SIZE), merge_method=t.MERGE_METHOD, merge_iou=float(t.MERGE_IOU),
                    merge_ios=float(t.MERGE_IOS),
                    soft_nms_sigma=float(t.SOFT_NMS_SIGMA), score_thresh=float(t.SCORE_THRESH),
-                   max_detections=int(t.MAX_DETECTIONS))
+                   max_detections=int(t.MAX_DETECTIONS), mode=str(t.MODE),
+                   focus_thresholds=tuple(float(v) for v in cfg.SNIPER.AUTOFOCUS.THRESHOLDS),
+                   focus_dilations=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.DILATIONS),
+                   focus_min_chip_sizes=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES))
 
 
 class Tile(NamedTuple):
@@ -147,7 +162,7 @@ class MultiScaleTiledPredictor:
             for window in windows:
                 yield self.cut_tile(image, window, scale, s_idx)
 
-    def detect_tiles(self, tiles):
+    def detect_tiles(self, tiles, raw_outputs=None):
         """Run the model on tiles (one forward pass); per tile, its detections in original pixels.
 
         Each tile's boxes: score >= SCORE_THRESH, not touching an inner tile side (border rule),
@@ -156,6 +171,7 @@ class MultiScaleTiledPredictor:
 
         Returns:
             list over tiles of (boxes (K, 4) float32, scores (K,), classes (K,) int64), model device.
+            With ``raw_outputs`` a list, the model's output dict of each tile is appended to it.
         """
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.pixels.transpose(2, 0, 1))),
                    "height": t.pixels.shape[0], "width": t.pixels.shape[1]} for t in tiles]
@@ -163,6 +179,8 @@ class MultiScaleTiledPredictor:
             outputs = self.model(inputs)
         if len(outputs) != len(tiles):
             raise RuntimeError(f"the model returned {len(outputs)} outputs for {len(tiles)} tiles")
+        if raw_outputs is not None:
+            raw_outputs.extend(outputs)
         p = self.params
         results = []
         for tile, out in zip(tiles, outputs):
@@ -185,11 +203,12 @@ class MultiScaleTiledPredictor:
         keep = self.params.valid_ranges[scale_index].test_mask(size)
         return boxes[keep], scores[keep], classes[keep]
 
-    def _batched(self, tiles):
+    def _batched(self, tiles, raw_outputs=None):
         """detect_tiles over an iterable of tiles, TILE_BATCH_SIZE at a time; list of per-tile results."""
-        return [part for batch in tile_batches(tiles, self.params.tile_batch_size) for part in self.detect_tiles(batch)]
+        return [part for batch in tile_batches(tiles, self.params.tile_batch_size)
+                for part in self.detect_tiles(batch, raw_outputs)]
 
-    def detect_windows(self, image, scale_index, windows, scale=None):
+    def detect_windows(self, image, scale_index, windows, scale=None, raw_outputs=None):
         """Run the detector on some windows of one image at one scale, before merging.
 
         Args:
@@ -197,6 +216,8 @@ class MultiScaleTiledPredictor:
             scale_index (int): index into SNIPER.TEST.SCALES / VALID_RANGES: the range that filters.
             windows: (T, 4) XYXY scaled-image pixels (e.g. from ``scale_windows`` or focus chips).
             scale (float or None): the resize factor; None = the scale_index's (FIT resolved).
+            raw_outputs (list or None): when a list, the model's output dict of each window is
+                appended to it, in window order (AutoFocus reads the focus maps there).
 
         Returns:
             (boxes (K, 4) float32 XYXY original px, scores (K,), classes (K,) int64), unmerged,
@@ -205,7 +226,7 @@ class MultiScaleTiledPredictor:
         h, w = image.shape[:2]
         if scale is None:
             scale = resolve_scale(self.params.scales[scale_index], (h, w), self.params.fit_size)
-        parts = self._batched(self.cut_tile(image, win, scale, scale_index) for win in windows)
+        parts = self._batched((self.cut_tile(image, win, scale, scale_index) for win in windows), raw_outputs)
         return self._cat(parts)
 
     @staticmethod
@@ -245,6 +266,11 @@ class MultiScaleTiledPredictor:
         Returns:
             dict with ``boxes`` (K, 4) float32 XYXY original pixels, ``scores`` (K,) float32,
             ``classes`` (K,) int64 (contiguous ids): CPU tensors, K <= max_detections, by decreasing
-            score.
+            score; ``pixels``: (S,) int64, pixels through the detector per SNIPER.TEST.SCALES entry.
+            Mode "autofocus" adds ``autofocus`` (:func:`~sniper_d2.inference.autofocus.autofocus_predict`).
         """
-        return self.merge(self.detect_unmerged(image))
+        from .autofocus import autofocus_predict, full_inference_pixels
+
+        if self.params.mode == "autofocus":
+            return autofocus_predict(self, image)
+        return {**self.merge(self.detect_unmerged(image)), "pixels": full_inference_pixels(image.shape[:2], self.params)}

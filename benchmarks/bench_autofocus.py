@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""AutoFocus vs full multi-scale tiled inference: AP, pixels processed, wall time, side by side.
+
+One model (configs/sniper_tiny_cpu_autofocus.yaml: the demo's ResNet-18-FPN with the focus head,
+trained from scratch on the demo's synthetic training split; trained here unless
+``<output>/model/model_final.pth`` exists) is run both ways on the same images, image by image,
+alternating the two modes (so drifting machine load hits both alike):
+
+- the demo's validation split (seed 0) and a second seed's (seed 1): the default data, 8-20 objects
+  of 6-400 px per image, spread everywhere;
+- a "sparse" split per seed (2-4 objects, one tiny and one large among them): where AutoFocus pays.
+
+Per split: COCO AP of each mode, pixels through the detector per scale (tile areas), seconds per
+image. The last line is over the default validation splits of both seeds (AP: mean of the two
+seeds; pixels and time: summed):
+    autofocus: AP <a> vs <b> full; <p>x fewer pixels; <t>x faster
+
+Run it alone under the machine's heavy lock: ``flock /tmp/sniper_heavy.lock python benchmarks/bench_autofocus.py``.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONFIG = "configs/sniper_tiny_cpu_autofocus.yaml"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="output/bench_autofocus", help="data, model and results (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=400, help="training iterations if no model exists (default: %(default)s)")
+    p.add_argument("--val-images", type=int, default=6, help="images per split (default: %(default)s)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="config overrides for inference, e.g. SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)'")
+    return p.parse_args(argv)
+
+
+def run(cmd):
+    print("$ " + " ".join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        sys.exit(f"bench_autofocus: this step failed: {' '.join(cmd[:3])} ...")
+
+
+def make_data(args, seed, train):
+    folder = os.path.join(args.output, f"data_seed{seed}")
+    if not all(os.path.isfile(os.path.join(folder, f"{s}.json")) for s in ["val", "sparse"] + (["train"] if train else [])):
+        run([sys.executable, "tools/make_synthetic_dataset.py", "--output", folder, "--train", str(16 if train else 0),
+             "--val", str(args.val_images), "--sparse", str(args.val_images), "--min-side", "700", "--max-side", "1200",
+             "--seed", str(seed)])
+    return folder
+
+
+def train(args, data):
+    out = os.path.join(args.output, "model")
+    weights = os.path.join(out, "model_final.pth")
+    if os.path.isfile(weights):
+        print(f"reusing {weights}")
+        return weights
+    steps = f"({int(args.iters * 0.8)}, {int(args.iters * 0.93)})"
+    run([sys.executable, "train_net.py", "--config-file", CONFIG, "--num-gpus", "1",
+         "SNIPER.REGISTER_COCO", f'(("synthetic_train", "{data}/train.json", ""), ("synthetic_val", "{data}/val.json", ""))',
+         "DATASETS.TEST", '("synthetic_val",)', "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps,
+         "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "SOLVER.WARMUP_ITERS", "50", "OUTPUT_DIR", out])
+    return weights
+
+
+def coco_ap(json_path, detections):
+    """COCO box AP (0-100) of ``detections`` (COCO results list) against ``json_path``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(json_path)
+        if not detections:
+            return 0.0
+        ev = COCOeval(gt, gt.loadRes(detections), "bbox")
+        ev.params.maxDets = [1, 10, 500]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return 100.0 * float(ev.stats[0])
+
+
+def bench_split(json_path, predictors, image_format):
+    """Run every predictor on every image (alternating); AP, pixels (per scale) and seconds per mode."""
+    from sniper_d2.coco import boxes_xyxy_to_xywh
+    from sniper_d2.image_io import read_image
+
+    gt = json.load(open(json_path))
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    folder = os.path.dirname(json_path)
+    stats = {m: {"dets": [], "pixels": 0, "seconds": 0.0, "per_scale": 0} for m in predictors}
+    for entry in gt["images"]:
+        path = entry["file_name"] if os.path.isabs(entry["file_name"]) else os.path.join(folder, "images", entry["file_name"])
+        if not os.path.isfile(path):
+            path = os.path.join(folder, entry["file_name"])
+        image = read_image(path, format=image_format)
+        for mode, predictor in predictors.items():
+            start = time.perf_counter()
+            det = predictor(image)
+            s = stats[mode]
+            s["seconds"] += time.perf_counter() - start
+            s["pixels"] += int(det["pixels"].sum())
+            s["per_scale"] = s["per_scale"] + det["pixels"]
+            for box, score, cls in zip(boxes_xyxy_to_xywh(det["boxes"].numpy()), det["scores"].tolist(),
+                                       det["classes"].tolist()):
+                s["dets"].append({"image_id": entry["id"], "category_id": cat_ids[cls], "bbox": [float(v) for v in box],
+                                  "score": float(score)})
+    for s in stats.values():
+        s["ap"] = coco_ap(json_path, s["dets"])
+    return stats, len(gt["images"])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    data0 = make_data(args, 0, train=True)
+    data1 = make_data(args, 1, train=False)
+    weights = train(args, data0)
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    import sniper_d2.modeling  # noqa: F401
+    from sniper_d2.config import add_sniper_config
+    from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, CONFIG))
+    cfg.merge_from_list(args.opts)
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    model.eval()
+    params = TiledInferenceParams.from_cfg(cfg)
+    from dataclasses import replace
+
+    predictors = {"full": MultiScaleTiledPredictor(model, replace(params, mode="full")),
+                  "autofocus": MultiScaleTiledPredictor(model, replace(params, mode="autofocus"))}
+    print(f"scales {params.scales}; AutoFocus thresholds {params.focus_thresholds}, dilations "
+          f"{params.focus_dilations}, min chip sizes {params.focus_min_chip_sizes}; {torch.get_num_threads()} threads")
+    # Warm-up (allocator, first-call costs), untimed.
+    from sniper_d2.image_io import read_image
+
+    first = json.load(open(os.path.join(data0, "val.json")))["images"][0]["file_name"]
+    warm = read_image(first if os.path.isabs(first) else os.path.join(data0, "images", first), format=cfg.INPUT.FORMAT)
+    for predictor in predictors.values():
+        predictor(warm)
+
+    header = (f"{'split':<16s} {'AP full':>8s} {'AP auto':>8s} {'Mpx full':>9s} {'Mpx auto':>9s} {'px ratio':>9s} "
+              f"{'s/img full':>10s} {'s/img auto':>10s} {'speed-up':>9s}   Mpx per scale auto (full)")
+    print(header)
+    results = {}
+    for seed, data in ((0, data0), (1, data1)):
+        for split in ("val", "sparse"):
+            stats, n = bench_split(os.path.join(data, f"{split}.json"), predictors, cfg.INPUT.FORMAT)
+            results[(seed, split)] = stats
+            f, a = stats["full"], stats["autofocus"]
+            per_scale = " ".join(f"{x / 1e6:.1f}({y / 1e6:.1f})" for x, y in zip(a["per_scale"], f["per_scale"]))
+            print(f"{split + ' seed ' + str(seed):<16s} {f['ap']:8.2f} {a['ap']:8.2f} {f['pixels'] / 1e6:9.1f} "
+                  f"{a['pixels'] / 1e6:9.1f} {f['pixels'] / a['pixels']:8.2f}x {f['seconds'] / n:10.2f} "
+                  f"{a['seconds'] / n:10.2f} {f['seconds'] / a['seconds']:8.2f}x   {per_scale}", flush=True)
+
+    def summary(split):
+        runs = [results[(seed, split)] for seed in (0, 1)]
+        ap = {m: float(np.mean([r[m]["ap"] for r in runs])) for m in ("full", "autofocus")}
+        px = {m: sum(r[m]["pixels"] for r in runs) for m in ("full", "autofocus")}
+        sec = {m: sum(r[m]["seconds"] for r in runs) for m in ("full", "autofocus")}
+        return ap, px["full"] / px["autofocus"], sec["full"] / sec["autofocus"]
+
+    ap, px, speed = summary("sparse")
+    print(f"sparse small objects (both seeds): AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full; {px:.2f}x fewer "
+          f"pixels; {speed:.2f}x faster")
+    ap, px, speed = summary("val")
+    print(f"autofocus: AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full; {px:.2f}x fewer pixels; {speed:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()
