@@ -6,13 +6,13 @@ trained from scratch on the demo's synthetic training split; trained here unless
 ``<output>/model/model_final.pth`` exists) is run both ways on the same images, image by image,
 alternating the two modes (so drifting machine load hits both alike):
 
-- the demo's validation split (seed 0) and a second seed's (seed 1): the default data, 8-20 objects
-  of 6-400 px per image, spread everywhere;
+- the demo's validation split (seed 0) and other seeds' (1, 2 by default): the default data, 8-20
+  objects of 6-400 px per image, spread everywhere;
 - a "sparse" split per seed (2-4 objects, one tiny and one large among them): where AutoFocus pays.
 
 Per split: COCO AP of each mode, pixels through the detector per scale (tile areas), seconds per
-image. The last line is over the default validation splits of both seeds (AP: mean of the two
-seeds; pixels and time: summed):
+image. The last line is over the default validation splits of all seeds (AP: mean over the
+seeds, spread in the line above; pixels and time: summed):
     autofocus: AP <a> vs <b> full; <p>x fewer pixels; <t>x faster
 
 Run it alone under the machine's heavy lock: ``flock /tmp/sniper_heavy.lock python benchmarks/bench_autofocus.py``.
@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--output", default="output/bench_autofocus", help="data, model and results (default: %(default)s)")
     p.add_argument("--iters", type=int, default=400, help="training iterations if no model exists (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=6, help="images per split (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="data seeds of the evaluation splits; the model trains on seed 0's (default: %(default)s)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for inference, e.g. SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)'")
     return p.parse_args(argv)
@@ -124,9 +126,9 @@ def bench_split(json_path, predictors, image_format):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(2)
-    data0 = make_data(args, 0, train=True)
-    data1 = make_data(args, 1, train=False)
-    weights = train(args, data0)
+    data = {seed: make_data(args, seed, train=seed == 0) for seed in sorted(set(args.seeds) | {0})}
+    weights = train(args, data[0])
+    data0 = data[0]
 
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
@@ -162,9 +164,9 @@ def main(argv=None):
               f"{'s/img full':>10s} {'s/img auto':>10s} {'speed-up':>9s}   Mpx per scale auto (full)")
     print(header)
     results = {}
-    for seed, data in ((0, data0), (1, data1)):
-        for split in ("val", "sparse"):
-            stats, n = bench_split(os.path.join(data, f"{split}.json"), predictors, cfg.INPUT.FORMAT)
+    for split in ("val", "sparse"):
+        for seed in args.seeds:
+            stats, n = bench_split(os.path.join(data[seed], f"{split}.json"), predictors, cfg.INPUT.FORMAT)
             results[(seed, split)] = stats
             f, a = stats["full"], stats["autofocus"]
             per_scale = " ".join(f"{x / 1e6:.1f}({y / 1e6:.1f})" for x, y in zip(a["per_scale"], f["per_scale"]))
@@ -173,16 +175,19 @@ def main(argv=None):
                   f"{a['seconds'] / n:10.2f} {f['seconds'] / a['seconds']:8.2f}x   {per_scale}", flush=True)
 
     def summary(split):
-        runs = [results[(seed, split)] for seed in (0, 1)]
+        runs = [results[(seed, split)] for seed in args.seeds]
         ap = {m: float(np.mean([r[m]["ap"] for r in runs])) for m in ("full", "autofocus")}
+        diff = np.array([r["autofocus"]["ap"] - r["full"]["ap"] for r in runs])
         px = {m: sum(r[m]["pixels"] for r in runs) for m in ("full", "autofocus")}
         sec = {m: sum(r[m]["seconds"] for r in runs) for m in ("full", "autofocus")}
-        return ap, px["full"] / px["autofocus"], sec["full"] / sec["autofocus"]
+        return ap, diff, px["full"] / px["autofocus"], sec["full"] / sec["autofocus"]
 
-    ap, px, speed = summary("sparse")
-    print(f"sparse small objects (both seeds): AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full; {px:.2f}x fewer "
-          f"pixels; {speed:.2f}x faster")
-    ap, px, speed = summary("val")
+    seeds = ", ".join(map(str, args.seeds))
+    for split, name in (("sparse", "sparse small objects"), ("val", "default data")):
+        ap, diff, px, speed = summary(split)
+        print(f"{name} (seeds {seeds}): AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full (AutoFocus - full per "
+              f"seed: {' '.join(f'{d:+.2f}' for d in diff)}; mean {diff.mean():+.2f}, std {diff.std():.2f}); "
+              f"{px:.2f}x fewer pixels; {speed:.2f}x faster")
     print(f"autofocus: AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full; {px:.2f}x fewer pixels; {speed:.2f}x faster")
 
 
