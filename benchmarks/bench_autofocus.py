@@ -76,17 +76,18 @@ def train(args, data):
     return weights
 
 
-def coco_ap(json_path, detections):
-    """COCO box AP (0-100) of ``detections`` (COCO results list) against ``json_path``."""
+def coco_ap(json_path, detections, max_dets=500):
+    """COCO box AP (0-100) of ``detections`` (COCO results list) against ``json_path``, up to
+    ``max_dets`` per image (as SniperCOCOEvaluator, through detectron2's COCOevalMaxDets)."""
+    from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(json_path)
         if not detections:
             return 0.0
-        ev = COCOeval(gt, gt.loadRes(detections), "bbox")
-        ev.params.maxDets = [1, 10, 500]
+        ev = COCOevalMaxDets(gt, gt.loadRes(detections), "bbox")
+        ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
