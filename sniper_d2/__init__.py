@@ -29,7 +29,8 @@ _API = {
     "ImageReadError": "image_io",
     # torch / detectron2
     "SniperDatasetMapper": "data.mapper",
-    "SniperRPN": "modeling", "SniperROIHeads": "modeling",
+    "SniperRPN": "modeling", "SniperROIHeads": "modeling", "SniperFocusRCNN": "modeling", "focus_labels": "modeling",
+    "focus_chips": "inference.autofocus", "autofocus_predict": "inference.autofocus",
     "merge_detections": "inference", "MultiScaleTiledPredictor": "inference", "TiledInferenceParams": "inference",
     "SniperCOCOEvaluator": "inference.evaluation", "build_sniper_evaluator": "inference.evaluation",
     "sniper_inference_model": "inference.evaluation",
