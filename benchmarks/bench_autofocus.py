@@ -42,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--val-images", type=int, default=6, help="images per split (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="data seeds of the evaluation splits; the model trains on seed 0's (default: %(default)s)")
+    p.add_argument("--also-thresholds", type=float, nargs="*", default=[], metavar="T",
+                   help="run a second AutoFocus setting side by side with these SNIPER.AUTOFOCUS.THRESHOLDS "
+                        "(one per test scale); the last line stays the config's setting")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for inference, e.g. SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)'")
     return p.parse_args(argv)
@@ -126,7 +129,7 @@ def bench_split(json_path, predictors, image_format):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = {seed: make_data(args, seed, train=seed == 0) for seed in sorted(set(args.seeds) | {0})}
     weights = train(args, data[0])
     data0 = data[0]
@@ -151,6 +154,10 @@ def main(argv=None):
 
     predictors = {"full": MultiScaleTiledPredictor(model, replace(params, mode="full")),
                   "autofocus": MultiScaleTiledPredictor(model, replace(params, mode="autofocus"))}
+    if args.also_thresholds:
+        predictors["autofocus " + "/".join(f"{t:g}" for t in args.also_thresholds)] = MultiScaleTiledPredictor(
+            model, replace(params, mode="autofocus", focus_thresholds=tuple(args.also_thresholds)))
+    variants = [m for m in predictors if m != "full"]
     print(f"scales {params.scales}; AutoFocus thresholds {params.focus_thresholds}, dilations "
           f"{params.focus_dilations}, min chip sizes {params.focus_min_chip_sizes}; {torch.get_num_threads()} threads")
     # Warm-up (allocator, first-call costs), untimed.
@@ -161,7 +168,7 @@ def main(argv=None):
     for predictor in predictors.values():
         predictor(warm)
 
-    header = (f"{'split':<16s} {'AP full':>8s} {'AP auto':>8s} {'Mpx full':>9s} {'Mpx auto':>9s} {'px ratio':>9s} "
+    header = (f"{'split / setting':<34s} {'AP full':>8s} {'AP auto':>8s} {'Mpx full':>9s} {'Mpx auto':>9s} {'px ratio':>9s} "
               f"{'s/img full':>10s} {'s/img auto':>10s} {'speed-up':>9s}   Mpx per scale auto (full)")
     print(header)
     results = {}
@@ -169,23 +176,27 @@ def main(argv=None):
         for seed in args.seeds:
             stats, n = bench_split(os.path.join(data[seed], f"{split}.json"), predictors, cfg.INPUT.FORMAT)
             results[(seed, split)] = stats
-            f, a = stats["full"], stats["autofocus"]
-            per_scale = " ".join(f"{x / 1e6:.1f}({y / 1e6:.1f})" for x, y in zip(a["per_scale"], f["per_scale"]))
-            print(f"{split + ' seed ' + str(seed):<16s} {f['ap']:8.2f} {a['ap']:8.2f} {f['pixels'] / 1e6:9.1f} "
-                  f"{a['pixels'] / 1e6:9.1f} {f['pixels'] / a['pixels']:8.2f}x {f['seconds'] / n:10.2f} "
-                  f"{a['seconds'] / n:10.2f} {f['seconds'] / a['seconds']:8.2f}x   {per_scale}", flush=True)
+            f = stats["full"]
+            for variant in variants:
+                a = stats[variant]
+                per_scale = " ".join(f"{x / 1e6:.1f}({y / 1e6:.1f})" for x, y in zip(a["per_scale"], f["per_scale"]))
+                print(f"{split + ' seed ' + str(seed) + ', ' + variant:<34s} {f['ap']:8.2f} {a['ap']:8.2f} {f['pixels'] / 1e6:9.1f} "
+                      f"{a['pixels'] / 1e6:9.1f} {f['pixels'] / a['pixels']:8.2f}x {f['seconds'] / n:10.2f} "
+                      f"{a['seconds'] / n:10.2f} {f['seconds'] / a['seconds']:8.2f}x   {per_scale}", flush=True)
 
-    def summary(split):
+    def summary(split, variant="autofocus"):
         runs = [results[(seed, split)] for seed in args.seeds]
-        ap = {m: float(np.mean([r[m]["ap"] for r in runs])) for m in ("full", "autofocus")}
-        diff = np.array([r["autofocus"]["ap"] - r["full"]["ap"] for r in runs])
-        px = {m: sum(r[m]["pixels"] for r in runs) for m in ("full", "autofocus")}
-        sec = {m: sum(r[m]["seconds"] for r in runs) for m in ("full", "autofocus")}
-        return ap, diff, px["full"] / px["autofocus"], sec["full"] / sec["autofocus"]
+        ap = {m: float(np.mean([r[m]["ap"] for r in runs])) for m in ("full", variant)}
+        ap["autofocus"] = ap[variant]
+        diff = np.array([r[variant]["ap"] - r["full"]["ap"] for r in runs])
+        px = {m: sum(r[m]["pixels"] for r in runs) for m in ("full", variant)}
+        sec = {m: sum(r[m]["seconds"] for r in runs) for m in ("full", variant)}
+        return ap, diff, px["full"] / px[variant], sec["full"] / sec[variant]
 
     seeds = ", ".join(map(str, args.seeds))
-    for split, name in (("sparse", "sparse small objects"), ("val", "default data")):
-        ap, diff, px, speed = summary(split)
+    for split, name in [(sp, f"{sp_name}, {v}") for v in variants[::-1]
+                        for sp, sp_name in (("sparse", "sparse small objects"), ("val", "default data"))]:
+        ap, diff, px, speed = summary(split, name.split(", ", 1)[1])
         print(f"{name} (seeds {seeds}): AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full (AutoFocus - full per "
               f"seed: {' '.join(f'{d:+.2f}' for d in diff)}; mean {diff.mean():+.2f}, std {diff.std():.2f}); "
               f"{px:.2f}x fewer pixels; {speed:.2f}x faster")
