@@ -16,19 +16,21 @@ Examples:
 import logging
 import os
 import sys
+from collections import OrderedDict
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, print_csv_format
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
 from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import ResumableTrainLoader, build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
-from sniper_d2.inference.evaluation import build_sniper_evaluator, has_fast_coco_eval, sniper_inference_model  # noqa: E402
+from sniper_d2.inference.evaluation import (build_sniper_evaluator, has_fast_coco_eval,  # noqa: E402
+                                            run_sniper_inference_on_dataset, sniper_inference_model)
 from sniper_d2.results import save_eval_results  # noqa: E402
 
 
@@ -55,9 +57,19 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        if cfg.SNIPER.ENABLED:
-            model = sniper_inference_model(cfg, model)
-        results = super().test(cfg, model, evaluators)
+        if cfg.SNIPER.ENABLED and evaluators is None:
+            # The prefetching tile pipeline, the same as tools/infer.py (sniper_d2.inference.pipeline).
+            results = OrderedDict()
+            for name in cfg.DATASETS.TEST:
+                results[name] = run_sniper_inference_on_dataset(
+                    cfg, model, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
+                if comm.is_main_process():
+                    logging.getLogger("sniper_d2").info(f"Evaluation results for {name} in csv format:")
+                    print_csv_format(results[name])
+        else:
+            if cfg.SNIPER.ENABLED:
+                model = sniper_inference_model(cfg, model)
+            results = super().test(cfg, model, evaluators)
         if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
             results = {cfg.DATASETS.TEST[0]: results}  # detectron2 un-nests a single data set's results
         if comm.is_main_process():

@@ -1,73 +1,142 @@
 #!/usr/bin/env python
-"""Tiled inference throughput: tiles batched through the model vs one tile at a time, side by side.
+"""Tiled inference speed, side by side in one run: ours vs SAHI's ``get_sliced_prediction``; ours
+through the prefetching pipeline (tiles cut in a data-loader worker while the model runs), in one
+process, and one tile per forward pass.
 
-Uses the tiny CPU config's detector (ResNet-18-FPN, random weights: speed does not depend on them)
-on synthetic images, with the same tiles and scales both ways; prints images/s and the ratio.
-Batching pays on CPUs too (larger convolutions use the cores better); on a GPU it is where the
-speed comes from.
+Equal work both ways: the same detector (the config's model with ``--weights``, or random weights
+saved to a temporary file), the same image (a synthetic ``--side`` x ``--side`` scene saved as a
+JPEG, which every variant reads itself), tiles of ``--tile`` px overlapping by ``--overlap`` of a tile (SAHI's ratio; ours in pixels,
+``int(ratio * tile)`` as SAHI computes it), plus one whole-image pass resized to the tile size (SAHI's
+``perform_standard_pred``, our fit scale). SAHI wraps the detector with its own
+``Detectron2DetectionModel(config_path, model_path, image_size=tile)`` (a detectron2
+``DefaultPredictor``, one tile per forward, ``ResizeShortestEdge`` to the tile size = no resize),
+merges with its default GREEDYNMM/IOS 0.5; ours keeps every size at both scales (no range filter),
+merges with SNIPER.TEST.MERGE_METHOD. Both keep detections scoring >= ``--confidence``. The variants
+alternate for ``--rounds`` rounds; each one's best round is printed.
+
+SAHI is a benchmark-only dependency: ``pip install sahi`` (it is not needed to use sniper_d2).
 
 Example:
-    python benchmarks/bench_infer.py --images 2 --batch 8 --rounds 2
+    python benchmarks/bench_infer.py --weights output/demo/sniper/model_final.pth --side 2400
 """
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
+import cv2
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import sniper_d2.modeling  # noqa: E402,F401
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+import sniper_d2.modeling  # noqa: E402,F401  (registers the SNIPER heads, for SAHI's DefaultPredictor too)
 from sniper_d2.cli import setup_cfg  # noqa: E402
+from sniper_d2.image_io import read_image  # noqa: E402
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams  # noqa: E402
+from sniper_d2.inference.pipeline import ImageTask, build_tile_loader, run_tiled_inference  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, render_image  # noqa: E402
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
-
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default=os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"))
-    p.add_argument("--images", type=int, default=3, help="images timed per variant (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=8, help="tiles per forward pass, batched variant (default: %(default)s)")
+    p.add_argument("--weights", default="", help="trained weights (default: random weights, saved for SAHI)")
+    p.add_argument("--side", type=int, default=2400, help="image side, px (default: %(default)s)")
+    p.add_argument("--tile", type=int, default=512, help="tile side, px (default: %(default)s)")
+    p.add_argument("--overlap", type=float, default=0.2, help="tile overlap ratio (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="tiles per forward pass, ours (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="data-loader workers cutting tiles, ours (default: %(default)s)")
+    p.add_argument("--confidence", type=float, default=0.3, help="score threshold, both (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (default: %(default)s)")
+    p.add_argument("--no-sahi", action="store_true", help="only ours, batched vs one tile at a time")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    return p.parse_args(argv)
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", args.device], purpose="read")
+    cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", args.device, "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                                       str(args.confidence)], purpose="read")
     model = build_model(cfg).eval()
-    params = TiledInferenceParams.from_cfg(cfg)
-    spec = SyntheticSpec(num_images=args.images, min_side_px=900, max_side_px=1100, seed=5)
-    images = [render_image(spec, i)[0] for i in range(args.images)]
-
+    work = tempfile.mkdtemp(prefix="bench_infer_")
+    weights = args.weights
+    if weights:
+        DetectionCheckpointer(model).load(weights)
+    else:  # SAHI loads weights from a file: give it exactly these random ones
+        weights = os.path.join(work, "random_init.pth")
+        torch.save({"model": model.state_dict()}, weights)
+    overlap_px = int(args.overlap * args.tile)
+    params = replace(TiledInferenceParams.from_cfg(cfg), scales=(1.0, -1.0), valid_ranges=((0.0, -1.0), (0.0, -1.0)),
+                     tile_size=args.tile, fit_size=args.tile, tile_overlap=overlap_px, score_thresh=args.confidence)
+    spec = SyntheticSpec(num_images=1, min_side_px=args.side, max_side_px=args.side, seed=7)
+    image_path = os.path.join(work, "scene.jpg")
+    cv2.imwrite(image_path, render_image(spec, 0)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
     predictors = {b: MultiScaleTiledPredictor(model, replace(params, tile_batch_size=b)) for b in (1, args.batch)}
-    n_tiles = sum(1 for image in images for _ in predictors[1].tiles(image))
+    n_tiles = sum(len(w) for _, _, w in predictors[1].scale_windows((args.side, args.side)))
 
-    def run(batch_size):
+    def pipeline():
+        loader = build_tile_loader([ImageTask(0, image_path)], predictors[args.batch], cfg.INPUT.FORMAT,
+                                   num_workers=args.workers)
+        return sum(len(det["boxes"]) for _, det, _, _ in run_tiled_inference(predictors[args.batch], loader))
+
+    def sync():
         if args.device == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
-        for image in images:
-            predictors[batch_size](image)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return len(images) / (time.perf_counter() - t)
 
-    for b in predictors:  # warm-up
-        predictors[b](images[0][:600, :600])
-    # Alternate the two variants and keep each one's best round, so a busy machine biases neither.
-    one, batched = 0.0, 0.0
-    for _ in range(args.rounds):
-        one = max(one, run(1))
-        batched = max(batched, run(args.batch))
-    print(f"{args.device}: {len(images)} images of ~1000 px, scales {params.scales}, tiles {params.tile_size} px, "
-          f"{n_tiles} tiles; best of {args.rounds} alternating rounds")
-    print(f"  one tile per forward: {one:.3f} images/s")
-    print(f"  {args.batch} tiles per forward: {batched:.3f} images/s   -> {batched / one:.2f}x")
+    def timed(fn):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        return time.perf_counter() - start, out
+
+    # Every variant reads the JPEG itself: decoding is part of the work.
+    variants = {f"ours, pipeline ({args.workers} worker), {args.batch}/forward": pipeline,
+                f"ours, in one process, {args.batch}/forward":
+                    lambda: len(predictors[args.batch](read_image(image_path))["boxes"]),
+                "ours, in one process, 1/forward": lambda: len(predictors[1](read_image(image_path))["boxes"])}
+    if not args.no_sahi:
+        try:
+            from sahi.models.detectron2 import Detectron2DetectionModel
+            from sahi.predict import get_sliced_prediction
+        except ImportError:
+            sys.exit("bench_infer.py: error: SAHI is not installed (pip install sahi), or pass --no-sahi")
+        cfg_path = os.path.join(work, "config.yaml")
+        with open(cfg_path, "w") as f:
+            f.write(cfg.dump())
+        # SAHI's own detectron2 wrapper: a DefaultPredictor built from the config file and weights file,
+        # its input resized to image_size (= the tile size: no resize of a full tile).
+        sahi_model = Detectron2DetectionModel(config_path=cfg_path, model_path=weights, confidence_threshold=args.confidence,
+                                              image_size=args.tile, device=args.device)
+
+        def sahi():
+            result = get_sliced_prediction(image_path, sahi_model, slice_height=args.tile, slice_width=args.tile,
+                                           overlap_height_ratio=args.overlap, overlap_width_ratio=args.overlap,
+                                           perform_standard_pred=True, verbose=0)
+            return len(result.object_prediction_list)
+
+        variants["SAHI get_sliced_prediction"] = sahi
+    for fn in variants.values():  # warm-up
+        fn()
+    best, found = {}, {}
+    for _ in range(args.rounds):  # alternate, keep each one's best round: a busy machine biases none
+        for name, fn in variants.items():
+            seconds, n = timed(fn)
+            best[name] = min(best.get(name, float("inf")), seconds)
+            found[name] = n
+    print(f"{args.device}, {torch.get_num_threads()} threads: one {args.side}x{args.side} image, tiles {args.tile} px, "
+          f"overlap {overlap_px} px ({n_tiles} tiles incl. the whole-image pass), weights "
+          f"{args.weights or 'random'}; best of {args.rounds} alternating rounds")
+    reference = best.get("SAHI get_sliced_prediction", best["ours, in one process, 1/forward"])
+    for name, seconds in best.items():
+        print(f"  {name:<40s} {seconds:7.2f} s/image  ({found[name]:4d} detections)  "
+              f"{reference / seconds:5.2f}x the speed of {'SAHI' if not args.no_sahi else 'one tile per forward'}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # One-shot, idempotent set-up of sniper_d2 on a fresh machine.
 #
 # Creates .venv/ at the repository root and installs torch, torchvision, detectron2, fvcore,
-# pycocotools, opencv, tqdm, matplotlib, the test tools and sniper_d2 itself (editable).
+# pycocotools, opencv, tifffile (tiled TIFFs read by windows), tqdm, matplotlib, the test tools and
+# sniper_d2 itself (editable).
 # Re-running it when everything is present takes a few seconds.
 #
 # detectron2 is not published on the package registry under its own name. When a real build is
@@ -58,10 +59,10 @@ if ! have torch torchvision; then
   pip_install $SNIPER_TORCH_SPEC
 fi
 
-if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml tensorboard; then
+if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml tensorboard tifffile; then
   log "installing runtime and test dependencies"
   pip_install "setuptools<81" wheel "Pillow<10" fvcore iopath pycocotools \
-    opencv-python-headless tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
+    opencv-python-headless tifffile tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
     cloudpickle tabulate termcolor yacs omegaconf hydra-core tensorboard
 fi
 

@@ -7,6 +7,14 @@ is forced), never a half-grey picture. :func:`read_image_size` reads only the he
 lets libjpeg decode at 1/2, 1/4 or 1/8 size (``Image.draft``), and it holds one decoded copy of
 the image at most.
 
+Reading by windows: :func:`open_image` returns an :class:`ImageReader` that serves windows of an
+image (:meth:`ImageReader.read_region`): tiled or striped TIFF / BigTIFF through ``tifffile``,
+decoding only the segments a window touches (block-averaged at once when a reduced resolution is
+asked for); every other format decoded once by PIL (JPEG at a libjpeg draft reduction when the
+caller allows it). Colour conversion and EXIF orientation are applied per window, never to a second
+copy of the whole image. :func:`read_chip` cuts a training chip or a test tile through a reader;
+training chips (:func:`read_image_region`), test tiles and the proposal dump all read this way.
+
 Frames: every coordinate here is in pixels of the image *after* EXIF rotation (what the data set's
 ``height``/``width`` describe); pixel ``(row i, col j)`` covers the area ``[j, j+1) x [i, i+1)``.
 """
@@ -19,7 +27,8 @@ from typing import NamedTuple, Tuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "ImageRegion", "read_image", "read_image_region", "read_image_size"]
+__all__ = ["ImageReadError", "ImageRegion", "ImageReader", "open_image", "read_chip", "read_image",
+           "read_image_region", "read_image_size"]
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
@@ -208,8 +217,8 @@ def read_image_region(file_name, region, format="BGR", max_reduction=1):
             pixels cover it (grown to whole pixels of the reduced grid) clipped to the image.
         format (str): "BGR" or "RGB".
         max_reduction (float): the caller can use pixels at 1/r resolution for any r up to this;
-            JPEGs are then decoded at 1/2, 1/4 or 1/8 size (the largest such r). Pass 1 for full
-            resolution (other formats always give full resolution).
+            JPEGs are then decoded at 1/2, 1/4 or 1/8 size (the largest such r), tiled TIFFs
+            block-averaged per tile. Pass 1 for full resolution.
 
     Returns:
         ImageRegion: pixels (h, w, 3) uint8, origin, reduction, image_size (see :class:`ImageRegion`).
@@ -217,21 +226,307 @@ def read_image_region(file_name, region, format="BGR", max_reduction=1):
     Raises:
         ImageReadError: missing/corrupt/truncated file, or a region that misses the image.
     """
-    _check_format(format)
-    with _open(file_name) as img:
-        orientation = _orientation(img)
-        w, h = img.size
-        height, width = (w, h) if orientation in _TRANSPOSING else (h, w)
-        r = _draft(img, orientation, max_reduction)
-        decoded, raw_bits = _decode(img, file_name)
+    with open_image(file_name, format, max_reduction) as reader:
+        return reader.read_region(region, max_reduction)
+
+
+# numpy equivalents of PIL's exif_transpose per EXIF orientation: stored pixels -> displayed pixels.
+_ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _stored_window(window, orientation, stored_size):
+    """Integer window (x0, y0, x1, y1) of the displayed (EXIF-rotated) image -> the stored pixels' window.
+
+    ``stored_size``: (w, h) of the stored pixel grid. Reading the stored window and applying
+    ``_ORIENT[orientation]`` gives the displayed window's pixels.
+    """
+    x0, y0, x1, y1 = window
+    ws, hs = stored_size
+    return {
+        1: (x0, y0, x1, y1),
+        2: (ws - x1, y0, ws - x0, y1),
+        3: (ws - x1, hs - y1, ws - x0, hs - y0),
+        4: (x0, hs - y1, x1, hs - y0),
+        5: (y0, x0, y1, x1),
+        6: (y0, hs - x1, y1, hs - x0),
+        7: (ws - y1, hs - x1, ws - y0, hs - x0),
+        8: (ws - y1, x0, ws - y0, x1),
+    }[orientation]
+
+
+class _PilPixels:
+    """The whole image decoded once by PIL (at a libjpeg draft reduction for JPEGs), in stored order."""
+
+    def __init__(self, img, file_name, max_reduction):
+        self.file_name = file_name
+        self.orientation = _orientation(img)
+        self.reduction = _draft(img, self.orientation, max_reduction)
+        self.raw_bits = _raw_bits(img)  # from the tile descriptor, which decoding clears
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated data raises, whatever the caller's setting
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            img.close()
+            raise ImageReadError(file_name, f"corrupt or truncated image data ({e})") from e
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        self.img = img
+        self.stored_size = img.size
+        # 32-bit integer images of unknown depth keep the top byte of the whole image's peak, in every window.
+        self.shift = None
+        if img.mode == "I" and self.raw_bits != 16:
+            peak = int(img.getextrema()[1])
+            self.shift = max(0, peak.bit_length() - 8)
+
+    def window(self, window, reduction):
+        """Stored-frame window (x0, y0, x1, y1) of the decoded pixels (at ``self.reduction``, which
+        ``reduction`` equals): (h, w, 3) uint8 RGB."""
+        crop = self.img.crop(window)
+        if self.shift is not None:
+            gray = np.clip(np.asarray(crop).astype(np.int64) >> self.shift, 0, 255).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=2)
+        return _to_uint8_rgb(crop, self.file_name, self.raw_bits)
+
+    def close(self):
+        if self.img is not None:
+            self.img.close()
+            self.img = None
+
+
+class _TiffPixels:
+    """A tiled or striped (Big)TIFF read segment by segment with tifffile: only the segments a window
+    touches are decoded, each one reduced by block averaging right after decoding when asked."""
+
+    def __init__(self, tif, file_name):
+        page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+        self.tif, self.page, self.file_name = tif, page, file_name
+        samples = page.samplesperpixel
+        if page.dtype not in (np.uint8, np.uint16) or samples not in (1, 3, 4) or page.photometric not in (1, 2) \
+                or (samples > 1 and page.planarconfig != 1) or page.imagedepth != 1 or page.is_subsampled:
+            raise NotImplementedError("layout not read by windows")
+        tag = page.tags.get(274)
+        self.orientation = int(tag.value) if tag is not None and int(tag.value) in _ORIENT else 1
+        self.stored_size = (page.imagewidth, page.imagelength)
+        if page.is_tiled:
+            self.seg_h, self.seg_w = page.tilelength, page.tilewidth
+        else:
+            self.seg_h, self.seg_w = page.rowsperstrip or page.imagelength, page.imagewidth
+        self.seg_h = min(self.seg_h, page.imagelength)
+        self.per_row = -(-page.imagewidth // self.seg_w)
+        self.decode_args = {"_fullsize": page.is_tiled}
+        if page.compression in (6, 7, 34892, 33007):
+            self.decode_args.update(jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+        self.samples = samples
+        self.reduction = 1
+
+    def _segment(self, index):
+        """(rows, cols, samples) array of one decoded segment (zeros for an empty one)."""
+        page = self.page
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        fh = self.tif.filehandle
+        with fh.lock:
+            fh.seek(offset)
+            data = fh.read(count) if count else None
+        if data is not None and len(data) < count:
+            raise ImageReadError(self.file_name, f"truncated TIFF data (segment {index})")
+        try:
+            segment, _, shape = page.decode(data, index, **self.decode_args)
+        except (ValueError, NotImplementedError, RuntimeError) as e:
+            raise ImageReadError(self.file_name, f"corrupt TIFF data or unsupported compression ({e})") from e
+        if segment is None:
+            return np.zeros((shape[1], shape[2], self.samples), page.dtype)
+        return segment.reshape(segment.shape[-3], segment.shape[-2], -1)
+
+    def window(self, window, reduction):
+        """Stored-frame window at ``reduction`` (an integer dividing the segment sides, or 1): RGB uint8."""
+        x0, y0, x1, y1 = window  # in reduced stored pixels
+        r = reduction
+        out = np.zeros((y1 - y0, x1 - x0, self.samples), self.page.dtype)
+        W, H = self.stored_size
+        for row in range((y0 * r) // self.seg_h, min(-(-(y1 * r) // self.seg_h), -(-H // self.seg_h))):
+            for col in range((x0 * r) // self.seg_w, min(-(-(x1 * r) // self.seg_w), self.per_row)):
+                seg = self._segment(row * self.per_row + col)
+                sy, sx = row * self.seg_h, col * self.seg_w
+                seg = seg[:max(0, min(self.seg_h, H - sy)), :max(0, min(self.seg_w, W - sx))]
+                if r > 1:
+                    seg = _block_mean(seg, r)
+                    sy, sx = sy // r, sx // r
+                # Paste the overlap of the segment and the window.
+                ty0, tx0 = max(y0, sy), max(x0, sx)
+                ty1, tx1 = min(y1, sy + seg.shape[0]), min(x1, sx + seg.shape[1])
+                if ty1 > ty0 and tx1 > tx0:
+                    out[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = seg[ty0 - sy:ty1 - sy, tx0 - sx:tx1 - sx]
+        return self._to_rgb(out)
+
+    def _to_rgb(self, arr):
+        if arr.dtype == np.uint16:
+            arr = (arr >> 8).astype(np.uint8)
+        if self.samples == 1:
+            return np.repeat(arr, 3, axis=2)
+        if self.samples == 4:  # composited on black, as for PIL images
+            return _to_uint8_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA"), self.file_name, None)
+        return arr
+
+    def best_reduction(self, max_reduction):
+        """Largest power of 2 <= max_reduction (<= 32) dividing both segment sides (or 1)."""
+        r = 1
+        while r * 2 <= max_reduction and r < 32 and self.seg_h % (r * 2) == 0 and self.seg_w % (r * 2) == 0:
+            r *= 2
+        return r
+
+    def close(self):
+        self.tif.close()
+
+
+def _block_mean(arr, r):
+    """(h, w, C) -> (ceil(h/r), ceil(w/r), C) means of r x r blocks (partial blocks at the edges), rounded."""
+    h, w, c = arr.shape
+    hp, wp = -(-h // r) * r, -(-w // r) * r
+    if (hp, wp) != (h, w):
+        arr = np.pad(arr, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+    blocks = arr.reshape(hp // r, r, wp // r, r, c).astype(np.uint32).sum(axis=(1, 3))
+    return ((blocks + (r * r) // 2) // (r * r)).astype(arr.dtype)
+
+
+class ImageReader:
+    """An open image serving windows of its pixels (see :func:`open_image`).
+
+    Attributes:
+        image_size: (height, width) after EXIF rotation, original pixels.
+        file_name (str).
+    """
+
+    def __init__(self, file_name, pixels, format, image_size):
+        self.file_name, self._pixels, self.format, self.image_size = file_name, pixels, format, image_size
+
+    def read_region(self, region, max_reduction=1.0):
+        """Pixels covering ``region`` (x0, y0, x1, y1) original (EXIF-rotated) px, floats allowed.
+
+        Returns :class:`ImageRegion` (pixels (h, w, 3) uint8 in the reader's format, origin,
+        reduction, image_size). Decode-once formats answer at the reduction they were opened with;
+        windowed TIFFs at the largest power of 2 <= ``max_reduction`` their segments allow.
+        """
+        px = self._pixels
+        r = px.reduction if isinstance(px, _PilPixels) else px.best_reduction(max_reduction)
+        height, width = self.image_size
+        disp_w, disp_h = (-(-width // r), -(-height // r))
         x0 = max(0, int(math.floor(region[0] / r)))
         y0 = max(0, int(math.floor(region[1] / r)))
-        x1 = min(decoded.size[0], int(math.ceil(region[2] / r)))
-        y1 = min(decoded.size[1], int(math.ceil(region[3] / r)))
+        x1 = min(disp_w, int(math.ceil(region[2] / r)))
+        y1 = min(disp_h, int(math.ceil(region[3] / r)))
         if x1 <= x0 or y1 <= y0:
-            raise ImageReadError(file_name, f"region {[float(v) for v in region]} lies outside the "
+            raise ImageReadError(self.file_name, f"region {[float(v) for v in region]} lies outside the "
                                  f"{width}x{height} image")
-        crop = decoded.crop((x0, y0, x1, y1))
-        del decoded  # the transposed copy, if any: free it before converting the crop
-        rgb = _to_uint8_rgb(crop, file_name, raw_bits)
-    return ImageRegion(_in_format(rgb, format), (x0 * r, y0 * r), r, (height, width))
+        stored_w, stored_h = px.stored_size
+        reduced_stored = (-(-stored_w // r), -(-stored_h // r)) if isinstance(px, _TiffPixels) else (stored_w, stored_h)
+        window = _stored_window((x0, y0, x1, y1), px.orientation, reduced_stored)
+        rgb = _ORIENT[px.orientation](px.window(window, r))
+        return ImageRegion(_in_format(np.ascontiguousarray(rgb), self.format), (x0 * r, y0 * r), r, self.image_size)
+
+    def close(self):
+        if self._pixels is not None:
+            self._pixels.close()
+            self._pixels = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _open_tiff(file_name):
+    """A windowed TIFF source, or None when tifffile cannot read this file by windows."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover  (a dependency; PIL then decodes the whole image)
+        return None
+    try:
+        tif = tifffile.TiffFile(file_name)
+    except Exception:  # not a TIFF tifffile reads: PIL tries
+        return None
+    try:
+        return _TiffPixels(tif, file_name)
+    except Exception:
+        tif.close()
+        return None
+
+
+def open_image(file_name, format="BGR", max_reduction=1.0):
+    """Open an image for reading by windows.
+
+    Tiled or striped TIFF / BigTIFF (8 or 16 bit, gray / RGB / RGBA, contiguous samples): nothing is
+    decoded until a window is read, and then only the segments it touches. Everything else (JPEG,
+    PNG, other TIFFs, ...): decoded once by PIL, at 1/2, 1/4 or 1/8 size for a JPEG when
+    ``max_reduction`` allows it; windows are then cut from that one copy. Colour conversion and
+    EXIF orientation are applied per window, never to a copy of the whole image.
+
+    Args:
+        file_name (str): path. format (str): "BGR" or "RGB".
+        max_reduction (float or callable): every window will be read at a resolution of
+            1/``max_reduction`` or finer (e.g. 1 / the finest scale the caller will use); a callable
+            gets the image's (height, width) (after EXIF rotation, from the header) and returns it.
+
+    Returns:
+        ImageReader (a context manager; ``close()`` frees the pixels).
+
+    Raises:
+        ImageReadError: missing, truncated or corrupt file, unsupported mode.
+    """
+    _check_format(format)
+    lower = file_name.lower()
+    if lower.endswith((".tif", ".tiff")):
+        tiff = _open_tiff(file_name)
+        if tiff is not None:
+            w, h = tiff.stored_size
+            size = (w, h) if tiff.orientation in _TRANSPOSING else (h, w)
+            return ImageReader(file_name, tiff, format, size)
+    img = _open_pil(file_name)
+    w, h = img.size  # before any draft reduction
+    size = (w, h) if _orientation(img) in _TRANSPOSING else (h, w)
+    if callable(max_reduction):
+        max_reduction = max_reduction(size)
+    pixels = _PilPixels(img, file_name, max_reduction)  # decodes; PIL then closes the file
+    return ImageReader(file_name, pixels, format, size)
+
+
+def _open_pil(file_name):
+    """``Image.open`` with errors naming the file (the image stays usable after decoding)."""
+    if not os.path.isfile(file_name):
+        raise ImageReadError(file_name, "image file not found")
+    try:
+        return Image.open(file_name)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageReadError(file_name, f"not a readable image ({e})") from e
+
+
+def read_chip(reader, chip, scale, chip_size):
+    """The content of a chip (or test tile): ``chip`` (x0, y0, x1, y1) original px resized by exactly ``scale``.
+
+    Reads only the source pixels the resampling touches (plus a margin), at the coarsest resolution
+    the reader offers down to 1/scale, and resamples them with ``warp_to_chip``.
+
+    Returns:
+        (pixels (h, w, 3) uint8, (x0, y0) chip origin in original px): an original point ``x`` is at
+        ``(x - x0) * scale`` in ``pixels``; h, w <= chip_size (the part of the chip inside the image).
+    """
+    from .geometry import chip_content_size, warp_to_chip
+
+    out_size = chip_content_size(chip, scale, reader.image_size, chip_size)
+    margin = 2.0 / min(scale, 1.0)  # source pixels the resampling may touch around the chip
+    x0, y0 = float(chip[0]), float(chip[1])
+    region = (x0 - margin, y0 - margin, x0 + out_size[1] / scale + margin, y0 + out_size[0] / scale + margin)
+    src = reader.read_region(region, max_reduction=1.0 / scale)
+    r = src.reduction
+    offset = ((x0 - src.origin[0]) / r, (y0 - src.origin[1]) / r)
+    return warp_to_chip(src.pixels, offset, scale * r, out_size), (x0, y0)

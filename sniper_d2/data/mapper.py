@@ -12,7 +12,7 @@ afterwards: the planned scale survives.
 
 Resampling: :func:`sniper_d2.geometry.warp_to_chip` (bilinear when enlarging, area averaging by the
 exact factor when shrinking). JPEGs read at scale <= 1/2 are decoded at 1/2, 1/4 or 1/8 size by
-libjpeg first (see :func:`sniper_d2.image_io.read_image_region`).
+libjpeg first, tiled TIFFs read by windows (see :func:`sniper_d2.image_io.read_chip`).
 """
 
 import logging
@@ -23,8 +23,8 @@ from detectron2.config import configurable
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from ..config import ValidRange
-from ..geometry import chip_content_extent, chip_content_size, warp_to_chip
-from ..image_io import ImageReadError, read_image_region
+from ..geometry import chip_content_extent
+from ..image_io import ImageReadError, open_image, read_chip
 
 __all__ = ["SniperDatasetMapper", "chip_targets"]
 
@@ -106,21 +106,17 @@ class SniperDatasetMapper:
         }
 
     def _read_chip(self, dataset_dict):
-        """The chip's content (h, w, 3) uint8, decoding only what it needs (one decode per call)."""
+        """The chip's content (h, w, 3) uint8 and its (h, w), reading only what it needs
+        (:func:`sniper_d2.image_io.read_chip`: a tiled TIFF by windows, other formats decoded once)."""
         file_name = dataset_dict["file_name"]
         chip, scale = dataset_dict["chip"], float(dataset_dict["scale"])
         expected = (int(dataset_dict["height"]), int(dataset_dict["width"]))
-        out_size = chip_content_size(chip, scale, expected, self.chip_size)
-        margin = 2.0 / min(scale, 1.0)  # source pixels the resampling may touch around the chip
-        x0, y0 = float(chip[0]), float(chip[1])
-        region = (x0 - margin, y0 - margin, x0 + out_size[1] / scale + margin, y0 + out_size[0] / scale + margin)
-        src = read_image_region(file_name, region, format=self.image_format, max_reduction=1.0 / scale)
-        if src.image_size != expected:
-            raise ImageReadError(file_name, f"image is {src.image_size[1]}x{src.image_size[0]} (after EXIF "
-                                 f"rotation) but the data set says {expected[1]}x{expected[0]}")
-        r = src.reduction
-        offset = ((x0 - src.origin[0]) / r, (y0 - src.origin[1]) / r)
-        return warp_to_chip(src.pixels, offset, scale * r, out_size), out_size
+        with open_image(file_name, self.image_format, max_reduction=1.0 / scale) as reader:
+            if tuple(reader.image_size) != expected:
+                raise ImageReadError(file_name, f"image is {reader.image_size[1]}x{reader.image_size[0]} (after EXIF "
+                                     f"rotation) but the data set says {expected[1]}x{expected[0]}")
+            pixels, _ = read_chip(reader, chip, scale, self.chip_size)
+        return pixels, pixels.shape[:2]
 
     def _targets(self, dataset_dict):
         annos = dataset_dict.get("annotations", [])

@@ -1,6 +1,6 @@
 """Evaluation of SNIPER models: full images, multi-scale tiled inference, COCO AP.
 
-detectron2's ``inference_on_dataset(model, loader, evaluator)`` drives it, with three pieces:
+Three pieces for detectron2's ``inference_on_dataset(model, loader, evaluator)``:
 
 - :func:`build_sniper_test_loader`: full images at their original size (no ``ResizeShortestEdge``),
   sharded across processes by detectron2's ``InferenceSampler``;
@@ -12,18 +12,22 @@ detectron2's ``inference_on_dataset(model, loader, evaluator)`` drives it, with 
   missing. It gathers predictions from all processes to the main one, so N processes give the same
   numbers as one.
 
-:func:`run_sniper_inference_on_dataset` puts the three together for one data set.
+:func:`run_sniper_inference_on_dataset` evaluates one data set the way ``tools/infer.py`` runs
+folders: through the prefetching tile pipeline (:mod:`sniper_d2.inference.pipeline`: tiles cut in
+data-loader workers, images read by windows, batches across images), straight into
+:class:`SniperCOCOEvaluator`; ``train_net.py`` uses it. The three pieces above remain for
+detectron2's own ``inference_on_dataset``.
 """
 
 import logging
 
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..image_io import read_image
+from ..image_io import ImageReadError, read_image
 from .predictor import MultiScaleTiledPredictor, TiledInferenceParams
 
 __all__ = ["has_fast_coco_eval", "FullImageMapper", "SniperTiledInference", "sniper_inference_model",
@@ -150,6 +154,11 @@ def build_sniper_evaluator(cfg, dataset_name, output_dir=None):
 def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
     """Evaluate ``model`` on ``dataset_name`` with multi-scale tiled inference (all processes call it).
 
+    The images are split over processes (``rank::world``) and go through the prefetching tile
+    pipeline (:mod:`sniper_d2.inference.pipeline`, ``DATALOADER.NUM_WORKERS`` workers, batches of
+    ``SNIPER.TEST.TILE_BATCH_SIZE`` tiles across images), the same one ``tools/infer.py`` uses; each
+    finished image goes to :class:`SniperCOCOEvaluator`, which gathers all processes' predictions.
+
     Args:
         cfg: config with the SNIPER section (``cfg.SNIPER.TEST``, ``INPUT.FORMAT``, ``DATALOADER``).
         model: the detector (training mode is restored afterwards), optionally DDP-wrapped.
@@ -158,6 +167,42 @@ def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
 
     Returns:
         OrderedDict ``{"bbox": {"AP": ..., "AP50": ..., ...}}`` on the main process, ``{}`` elsewhere.
+
+    Raises:
+        ImageReadError: an image is unreadable, or its size is not the data set's.
     """
-    return inference_on_dataset(sniper_inference_model(cfg, model), build_sniper_test_loader(cfg, dataset_name),
-                                build_sniper_evaluator(cfg, dataset_name, output_dir))
+    import time
+
+    from detectron2.evaluation.evaluator import inference_context
+    from detectron2.utils import comm
+
+    from .pipeline import ImageTask, build_tile_loader, run_tiled_inference
+
+    if isinstance(model, (DistributedDataParallel, DataParallel)):
+        model = model.module
+    if cfg.SNIPER.TEST.MODE == "autofocus":  # each image's finer windows depend on its coarse pass
+        from detectron2.evaluation import inference_on_dataset
+
+        return inference_on_dataset(sniper_inference_model(cfg, model), build_sniper_test_loader(cfg, dataset_name),
+                                    build_sniper_evaluator(cfg, dataset_name, output_dir))
+    evaluator = build_sniper_evaluator(cfg, dataset_name, output_dir)
+    evaluator.reset()
+    dicts = DatasetCatalog.get(dataset_name)
+    mine = list(enumerate(dicts))[comm.get_rank()::comm.get_world_size()]
+    tasks = [ImageTask(i, d["file_name"], expected_size=(d["height"], d["width"]) if "height" in d else None)
+             for i, d in mine]
+    predictor = MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg))
+    loader = build_tile_loader(tasks, predictor, cfg.INPUT.FORMAT, num_workers=cfg.DATALOADER.NUM_WORKERS)
+    start = time.perf_counter()
+    with inference_context(model), torch.no_grad():
+        for index, det, size, error in run_tiled_inference(predictor, loader):
+            if error:
+                raise ImageReadError(dicts[index]["file_name"], error)
+            inst = Instances(size)
+            inst.pred_boxes, inst.scores, inst.pred_classes = Boxes(det["boxes"]), det["scores"], det["classes"]
+            evaluator.process([dicts[index]], [{"instances": inst}])
+    seconds = time.perf_counter() - start
+    logger.info(f"tiled inference on {dataset_name}: {len(tasks)} images in {seconds:.1f} s "
+                f"({len(tasks) / max(seconds, 1e-9):.2f} images/s) in this process")
+    results = evaluator.evaluate()
+    return results if results is not None else {}

@@ -82,7 +82,7 @@ def _suppresses(kept_boxes, kept_classes, boxes, classes, iou_threshold, ios_thr
     return hit & (kept_classes[:, None] == classes[None, :])
 
 
-def nested_nms(boxes, scores, classes, iou_threshold=0.5, ios_threshold=0.8, top_k=500, block=1024):
+def nested_nms(boxes, scores, classes, iou_threshold=0.5, ios_threshold=0.8, top_k=500, block=128):
     """Greedy per-class NMS that also removes boxes nested in a kept one.
 
     In decreasing score order (ties: lower index first), a box is kept unless a kept box of its class

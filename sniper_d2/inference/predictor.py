@@ -21,9 +21,10 @@ from detectron2.structures import Boxes
 from ..chips import resolve_scale
 from ..config import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
+from ..image_io import read_chip
 from .merge import METHODS, merge_detections
 
-__all__ = ["TiledInferenceParams", "Tile", "tile_batches", "MultiScaleTiledPredictor"]
+__all__ = ["TiledInferenceParams", "Tile", "tile_batches", "image_size_of", "MultiScaleTiledPredictor"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ def tile_batches(tiles, batch_size):
         yield batch
 
 
+def image_size_of(source):
+    """(H, W) of an image given as an (H, W, C) array or as an open image reader."""
+    return tuple(int(v) for v in (source.shape[:2] if isinstance(source, np.ndarray) else source.image_size))
+
+
 def _empty_detections():
     return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
 
@@ -144,11 +150,19 @@ class MultiScaleTiledPredictor:
             out.append((s_idx, scale, tile_windows((scaled_h, scaled_w), p.tile_size, p.tile_overlap)))
         return out
 
-    def cut_tile(self, image, window, scale, scale_index):
-        """The :class:`Tile` of one window (XYXY scaled px) of ``image`` ((H, W, 3) uint8) at ``scale``."""
-        h, w = image.shape[:2]
-        pixels, origin = crop_and_scale(image, np.asarray(window, np.float64) / scale, scale, self.params.tile_size)
-        return Tile(pixels, origin, scale, self._inner_sides(window, scale, (h, w)), scale_index, (h, w))
+    def cut_tile(self, source, window, scale, scale_index):
+        """The :class:`Tile` of one window (XYXY scaled px) at ``scale``.
+
+        ``source``: the original image as an (H, W, 3) uint8 array, or an open image reader
+        (:func:`sniper_d2.image_io.open_image`), which reads only the pixels the tile needs.
+        """
+        chip = np.asarray(window, np.float64) / scale
+        size = image_size_of(source)
+        if isinstance(source, np.ndarray):
+            pixels, origin = crop_and_scale(source, chip, scale, self.params.tile_size)
+        else:
+            pixels, origin = read_chip(source, chip, scale, self.params.tile_size)
+        return Tile(pixels, origin, scale, self._inner_sides(window, scale, size), scale_index, size)
 
     @staticmethod
     def _inner_sides(window, scale, image_size):
@@ -157,8 +171,9 @@ class MultiScaleTiledPredictor:
         return (bool(window[0] > 0), bool(window[1] > 0), bool(window[2] < scaled_w), bool(window[3] < scaled_h))
 
     def tiles(self, image):
-        """Yield the :class:`Tile` s of all scales of one image (``image``: (H, W, 3) uint8)."""
-        for s_idx, scale, windows in self.scale_windows(image.shape[:2]):
+        """Yield the :class:`Tile` s of all scales of one image (``image``: (H, W, 3) uint8, or an
+        open image reader)."""
+        for s_idx, scale, windows in self.scale_windows(image_size_of(image)):
             for window in windows:
                 yield self.cut_tile(image, window, scale, s_idx)
 
@@ -212,7 +227,8 @@ class MultiScaleTiledPredictor:
         """Run the detector on some windows of one image at one scale, before merging.
 
         Args:
-            image: (H, W, 3) uint8, original size, model input format.
+            image: (H, W, 3) uint8, original size, model input format; or an open image reader
+                (:func:`sniper_d2.image_io.open_image`).
             scale_index (int): index into SNIPER.TEST.SCALES / VALID_RANGES: the range that filters.
             windows: (T, 4) XYXY scaled-image pixels (e.g. from ``scale_windows`` or focus chips).
             scale (float or None): the resize factor; None = the scale_index's (FIT resolved).
@@ -223,7 +239,7 @@ class MultiScaleTiledPredictor:
             (boxes (K, 4) float32 XYXY original px, scores (K,), classes (K,) int64), unmerged,
             on the model's device.
         """
-        h, w = image.shape[:2]
+        h, w = image_size_of(image)
         if scale is None:
             scale = resolve_scale(self.params.scales[scale_index], (h, w), self.params.fit_size)
         parts = self._batched((self.cut_tile(image, win, scale, scale_index) for win in windows), raw_outputs)
@@ -250,8 +266,10 @@ class MultiScaleTiledPredictor:
         return {"boxes": boxes.cpu(), "scores": scores.cpu(), "classes": classes.cpu()}
 
     def detect_unmerged(self, image):
-        """All scales' tiles of one image through the model; list of per-tile (boxes, scores, classes)."""
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8):
+        """All scales' tiles of one image (array or open reader) through the model; list of per-tile
+        (boxes, scores, classes), see :meth:`detect_tiles`."""
+        if not hasattr(image, "read_region") and not (
+                isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8):
             raise ValueError(f"expected an (H, W, C) uint8 image, got {type(image).__name__} "
                              f"{getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}")
         return self._batched(self.tiles(image))

@@ -20,9 +20,10 @@ from detectron2.utils import comm
 from torchvision.ops import nms
 
 from ..coco import images_hash
-from ..image_io import read_image
+from ..chips import resolve_scale
+from ..image_io import open_image
 from ..proposals import finished_image_ids, merge_proposal_parts, save_proposal_part, scales_hash
-from .predictor import MultiScaleTiledPredictor, TiledInferenceParams, tile_batches
+from .predictor import MultiScaleTiledPredictor, TiledInferenceParams, image_size_of, tile_batches
 
 __all__ = ["image_proposals", "dump_proposals"]
 
@@ -45,7 +46,8 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
 
     Args:
         model: detectron2 GeneralizedRCNN in eval mode.
-        image: (H, W, 3) uint8 original image in the model's input format.
+        image: (H, W, 3) uint8 original image in the model's input format, or an open image reader
+            (:func:`sniper_d2.image_io.open_image`; tiles then read only the pixels they need).
         scales: SNIPER.SCALES entries (factor or -1 = fit the long side to ``chip_size``).
         chip_size (int): the fit scale's long side, scaled pixels.
         tile_size (int), tile_overlap (int): windows and their overlap, scaled pixels.
@@ -55,7 +57,7 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
         list over scales of (boxes (K, 4) float32 XYXY original pixels, scores (K,) float32); a scale
         at which the image vanishes gives K = 0.
     """
-    h, w = image.shape[:2]
+    h, w = image_size_of(image)
     # The predictor's tiling at the training scales (its test ranges are not used: no detection step).
     tiling = MultiScaleTiledPredictor(model, TiledInferenceParams(
         scales=tuple(scales), valid_ranges=((0.0, -1.0),) * len(scales), tile_size=tile_size, fit_size=chip_size,
@@ -112,10 +114,11 @@ def dump_proposals(cfg, model, records, output_path, save_every=16):
 
     t = cfg.SNIPER.TEST
     for rec in tqdm(mine, desc=f"proposals (rank {rank})", unit="img", disable=not comm.is_main_process()):
-        image = read_image(rec["file_name"], format=cfg.INPUT.FORMAT)
-        per_scale = image_proposals(model, image, cfg.SNIPER.SCALES, cfg.SNIPER.CHIP_SIZE, t.TILE_SIZE,
-                                    t.TILE_OVERLAP, t.TILE_BATCH_SIZE, cfg.SNIPER.NEG.TOPK_PER_SCALE,
-                                    cfg.SNIPER.NEG.NMS_THRESH)
+        with open_image(rec["file_name"], cfg.INPUT.FORMAT, max_reduction=lambda size: 1.0 / max(
+                resolve_scale(s, size, cfg.SNIPER.CHIP_SIZE) for s in cfg.SNIPER.SCALES)) as reader:
+            per_scale = image_proposals(model, reader, cfg.SNIPER.SCALES, cfg.SNIPER.CHIP_SIZE, t.TILE_SIZE,
+                                        t.TILE_OVERLAP, t.TILE_BATCH_SIZE, cfg.SNIPER.NEG.TOPK_PER_SCALE,
+                                        cfg.SNIPER.NEG.NMS_THRESH)
         for s_idx, (boxes, scores) in enumerate(per_scale):
             rows.append((np.full(len(boxes), rec["image_id"], np.int64), np.full(len(boxes), s_idx, np.int32),
                          boxes, scores))

@@ -1,0 +1,113 @@
+"""tools/infer.py at scale: N processes write the same results.json as one; a run interrupted and
+resumed writes the same results.json as an uninterrupted one, without redoing finished images."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import infer_oracle  # noqa: E402  (registers FolderOracle; puts tools/ on sys.path)
+from test_stitching_oracle import make_dataset  # noqa: E402
+
+import infer  # noqa: E402  (tools/infer.py)
+
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer_scale")
+    gt_path = make_dataset(str(root / "data"), n=5, seed=11)
+    torch.save({"model": infer_oracle.FolderOracle(None).state_dict()}, root / "oracle.pth")
+    opts = ["MODEL.META_ARCHITECTURE", "FolderOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
+            "SNIPER.REGISTER_COCO", f'(("infer_scale_gt", "{gt_path}", ""),)', "DATASETS.TEST", '("infer_scale_gt",)',
+            "SNIPER.TEST.SCALES", "(1.0, 0.5)", "SNIPER.TEST.VALID_RANGES", "((0, 120), (100, -1))",
+            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0",
+            "DATALOADER.NUM_WORKERS", "0"]
+    return str(root / "data"), opts
+
+
+def args_for(images, out, *extra):
+    return ["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"), "--input", images,
+            "--output", str(out), "--no-draw", "--confidence-threshold", "0.1", *extra]
+
+
+def results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def one_process(setup, tmp_path_factory):
+    images, opts = setup
+    out = tmp_path_factory.mktemp("one")
+    infer.main(args_for(images, out) + opts)
+    return results(out)
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_same_results_as_one(setup, one_process, tmp_path):
+    images, opts = setup
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "infer_oracle.py"),
+                           *args_for(images, tmp_path, "--num-gpus", "2"), *opts],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(one_process) > 20 and len({r["image_id"] for r in one_process}) == 5
+    assert results(tmp_path) == one_process
+    assert not os.path.exists(tmp_path / "partial")
+
+
+def test_an_interrupted_run_resumed_writes_the_same_results(setup, one_process, tmp_path, monkeypatch):
+    images, opts = setup
+    monkeypatch.setenv("SNIPER_ORACLE_FAIL_AFTER", "9")  # dies in the second image (30 tiles an image, 4 a batch)
+    infer_oracle.FolderOracle.calls = 0
+    with pytest.raises(RuntimeError, match="interrupted"):
+        infer.main(args_for(images, tmp_path, "--save-every", "1") + opts)
+    assert not (tmp_path / "results.json").exists()
+    parts = list((tmp_path / "partial").iterdir())
+    assert len(parts) == 1
+    monkeypatch.delenv("SNIPER_ORACLE_FAIL_AFTER")
+    infer_oracle.FolderOracle.calls = 0
+    infer.main(args_for(images, tmp_path, "--resume") + opts)
+    assert results(tmp_path) == one_process
+    calls_resumed = infer_oracle.FolderOracle.calls
+    infer.main(args_for(images, tmp_path, "--resume") + opts)  # already complete: nothing runs
+    assert infer_oracle.FolderOracle.calls == calls_resumed and results(tmp_path) == one_process
+    infer_oracle.FolderOracle.calls = 0
+    infer.main(args_for(images, tmp_path / "again") + opts)
+    assert calls_resumed < infer_oracle.FolderOracle.calls, "finished images were run again"
+
+
+def test_resuming_with_other_settings_is_refused_naming_the_file(setup, tmp_path, monkeypatch):
+    from sniper_d2.io import ArtifactError
+
+    images, opts = setup
+    monkeypatch.setenv("SNIPER_ORACLE_FAIL_AFTER", "9")
+    infer_oracle.FolderOracle.calls = 0
+    with pytest.raises(RuntimeError, match="interrupted"):
+        infer.main(args_for(images, tmp_path, "--save-every", "1") + opts)
+    monkeypatch.delenv("SNIPER_ORACLE_FAIL_AFTER")
+    with pytest.raises(ArtifactError, match=r"part-g000-rank000\.json: partial results of another run"):
+        infer.main(args_for(images, tmp_path, "--resume") + opts + ["SNIPER.TEST.MERGE_IOU", "0.6"])
+
+
+def test_drawn_images_of_huge_scenes_are_bounded_and_boxes_follow(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sniper_d2.inference.folder import draw_detections
+
+    path = str(tmp_path / "wide.jpg")
+    Image.fromarray(np.full((800, 2400, 3), 40, np.uint8)).save(path)
+    det = {"boxes": torch.tensor([[400.0, 200.0, 800.0, 600.0]]), "scores": torch.tensor([0.9]),
+           "classes": torch.tensor([0])}
+    drawn = draw_detections(path, det, ["thing"], 0.5, max_side=1000)
+    assert drawn.shape == (200, 600, 3)  # decoded at 1/4 by libjpeg: the long side fits in 1000 px
+    changed = np.argwhere(np.abs(drawn.astype(int) - 40).max(axis=2) > 60)
+    assert changed[:, 1].min() >= 99 and changed[:, 1].max() <= 201  # the box, drawn at 1/4: x 100..200
