@@ -58,7 +58,7 @@ def main():
     from sniper_d2.config import add_sniper_config
     from sniper_d2.data.datasets import register_coco_json
     from sniper_d2.image_io import read_image
-    from sniper_d2.evaluation import SniperCOCOEvaluator
+    from sniper_d2.inference.evaluation import SniperCOCOEvaluator
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
 
     cfg = get_cfg()

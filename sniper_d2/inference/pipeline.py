@@ -103,17 +103,11 @@ def _as_list(batch):
     return batch
 
 
-def _worker_init(_):
-    import cv2
-
-    cv2.setNumThreads(1)  # workers cut tiles one thread each, next to the model's threads
-
-
 def build_tile_loader(tasks, predictor, image_format="BGR", num_workers=0, prefetch_batches=2):
     """DataLoader of lists of up to ``TILE_BATCH_SIZE`` :class:`TileItem` (see :class:`TileDataset`)."""
     num_workers = min(int(num_workers), len(tasks))
     return DataLoader(TileDataset(tasks, predictor, image_format), batch_size=predictor.params.tile_batch_size,
-                      collate_fn=_as_list, num_workers=num_workers, worker_init_fn=_worker_init,
+                      collate_fn=_as_list, num_workers=num_workers,
                       prefetch_factor=prefetch_batches if num_workers > 0 else None,
                       persistent_workers=False)
 
