@@ -127,10 +127,13 @@ def setup_cfg(config_file, opts=(), args=None, *, purpose="train"):
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     cfg = _merged_cfg(config_file, opts)
+    schedule_note = None
     if purpose != "read":
+        from .config import schedule_follows_max_iter
         from .weights import resolve_weights
 
         _start_up_checks(cfg, purpose)
+        schedule_note = schedule_follows_max_iter(cfg, config_file, opts)
         cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
     cfg.freeze()
     if args is not None:
@@ -141,6 +144,9 @@ def setup_cfg(config_file, opts=(), args=None, *, purpose="train"):
         from .data.datasets import register_datasets_from_cfg
 
         default_setup(cfg, args)
-        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sniper_d2", abbrev_name="sniper")
+        logger = setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sniper_d2",
+                              abbrev_name="sniper")
+        if schedule_note:
+            logger.info(schedule_note)
         register_datasets_from_cfg(cfg)
     return cfg

@@ -165,6 +165,79 @@ def check_runtime_config(cfg, cuda_available, training=True):
                           f"{'' if cuda_available else ' and no GPU is available'}: set SOLVER.AMP.ENABLED False")
 
 
+def schedule_follows_max_iter(cfg, config_file, opts):
+    """Make ``SOLVER.STEPS`` follow ``SOLVER.MAX_ITER``, and refuse steps at or past the end.
+
+    When ``SOLVER.MAX_ITER`` is changed without ``SOLVER.STEPS``, on the command line (``opts``) or
+    in a config file over its ``_BASE_``, the steps it came with are scaled by ``new MAX_ITER / old
+    MAX_ITER`` (``STEPS: (240, 280)`` of 300 iterations become ``(960, 1120)`` for ``MAX_ITER
+    1200``). Steps given next to MAX_ITER (same file, or on the command line) are kept as given.
+    detectron2's own defaults (no MAX_ITER/STEPS in any file) are left alone.
+
+    Args:
+        cfg (CfgNode): the merged config (modified in place; not frozen).
+        config_file (str): the top config file. opts (list[str]): the command-line KEY VALUE pairs.
+
+    Returns:
+        str or None: what was changed, for the log.
+
+    Raises:
+        ConfigError: a step at or past ``SOLVER.MAX_ITER`` (detectron2 would drop it silently).
+    """
+    keys = set(opts[0::2]) if opts else set()
+    changed = None
+    if "SOLVER.STEPS" not in keys:
+        file_max, file_steps = _file_schedule(config_file)
+        if file_max and file_steps is not None:
+            new = _scale(file_steps, file_max, cfg.SOLVER.MAX_ITER)
+            if tuple(new) != tuple(cfg.SOLVER.STEPS):
+                changed = (f"SOLVER.STEPS {tuple(cfg.SOLVER.STEPS)} follow SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: "
+                           f"now {new} (steps given only for another MAX_ITER are scaled with it)")
+                cfg.SOLVER.STEPS = new
+    late = [s for s in cfg.SOLVER.STEPS if s >= cfg.SOLVER.MAX_ITER]
+    if late:
+        raise ConfigError(f"SOLVER.STEPS {tuple(cfg.SOLVER.STEPS)} has steps at or past SOLVER.MAX_ITER "
+                          f"{cfg.SOLVER.MAX_ITER}: give SOLVER.STEPS inside the schedule, or change only MAX_ITER "
+                          f"and let the steps follow")
+    return changed
+
+
+def _scale(steps, old_max, new_max):
+    return tuple(int(round(s * float(new_max) / float(old_max))) for s in steps)
+
+
+def _file_schedule(config_file, _depth=0):
+    """(MAX_ITER, STEPS) a config file's chain gives, with the rule applied file by file: a file
+    that sets MAX_ITER without STEPS scales its ``_BASE_``'s steps. (None, None) when unknown."""
+    import os
+
+    import yaml
+
+    if _depth > 20 or not os.path.isfile(config_file):
+        return None, None
+    with open(config_file) as f:
+        data = yaml.safe_load(f) or {}
+    solver = data.get("SOLVER") or {}
+    base = data.get("_BASE_")
+    base_max, base_steps = None, None
+    if base:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(os.path.abspath(config_file)), base)
+        base_max, base_steps = _file_schedule(base_path, _depth + 1)
+    max_iter = solver.get("MAX_ITER", base_max)
+    if "STEPS" in solver:
+        steps = solver["STEPS"]
+        if isinstance(steps, str):
+            import ast
+
+            steps = ast.literal_eval(steps)
+        steps = tuple(int(x) for x in steps)
+    elif base_steps is not None and base_max and max_iter:
+        steps = _scale(base_steps, base_max, max_iter)
+    else:
+        steps = base_steps
+    return max_iter, steps
+
+
 def add_sniper_config(cfg):
     """Add the ``SNIPER`` section (and the few extra model keys we use) to a detectron2 config.
 

@@ -20,7 +20,8 @@ import numpy as np
 from .coco import boxes_xyxy_to_xywh
 from .io import atomic_open, stable_hash
 
-__all__ = ["SyntheticSpec", "CATEGORIES", "render_image", "make_synthetic_dataset"]
+__all__ = ["SyntheticSpec", "DenseSpec", "CATEGORIES", "DENSE_CATEGORIES", "render_image", "dense_layout",
+           "render_dense_image", "dense_records", "make_synthetic_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,80 @@ class SyntheticSpec:
     min_object_px: float = 6.0
     max_object_px: float = 400.0
     seed: int = 0
+
+
+# The dense single-band set has one class (as in aerial vehicle counting).
+DENSE_CATEGORIES = [{"id": 1, "name": "car", "supercategory": "shape"}]
+
+
+@dataclass
+class DenseSpec:
+    """A dense single-band data set: many objects of one class, all within about one size band
+    (like vehicles in aerial images), spread over most of each image. Where SNIPER saves little.
+
+    Attributes:
+        num_images: images in the split.
+        min_side_px, max_side_px: range of each image side, in pixels.
+        objects_per_image: (lo, hi) objects placed per image (fewer when the image is full).
+        median_object_px, sigma: object size sqrt(w*h) is log-normal around the median ...
+        min_object_px, max_object_px: ... clipped to this range.
+        distractors_per_image: (lo, hi) look-alike non-objects (rings, crosses) per image.
+        seed: base seed; image i uses seed + i.
+    """
+
+    num_images: int = 2
+    min_side_px: int = 2200
+    max_side_px: int = 2500
+    objects_per_image: tuple = (520, 600)
+    median_object_px: float = 40.0
+    sigma: float = 0.5
+    min_object_px: float = 8.0
+    max_object_px: float = 110.0
+    distractors_per_image: tuple = (10, 20)
+    seed: int = 0
+
+
+def dense_layout(spec, index):
+    """Image size and boxes of image ``index`` of a :class:`DenseSpec` split, without pixels.
+
+    Returns:
+        (height, width, boxes (N, 4) float32 XYXY original pixels, distractors (M, 4) float32, rng)
+    """
+    rng = np.random.default_rng(spec.seed * 100003 + index)
+    height = int(rng.integers(spec.min_side_px, spec.max_side_px + 1))
+    width = int(rng.integers(spec.min_side_px, spec.max_side_px + 1))
+    n = int(rng.integers(spec.objects_per_image[0], spec.objects_per_image[1] + 1))
+    sizes = np.clip(np.exp(rng.normal(np.log(spec.median_object_px), spec.sigma, n)),
+                    spec.min_object_px, spec.max_object_px)
+    boxes, occupied = _place_boxes(rng, np.sort(sizes)[::-1], height, width, [])
+    n_dis = int(rng.integers(spec.distractors_per_image[0], spec.distractors_per_image[1] + 1))
+    dis_sizes = np.exp(rng.uniform(np.log(spec.min_object_px * 1.5), np.log(spec.max_object_px), n_dis))
+    distractors, _ = _place_boxes(rng, np.sort(dis_sizes)[::-1], height, width, occupied)
+    return height, width, boxes, distractors, rng
+
+
+def render_dense_image(spec, index):
+    """Render image ``index`` of a :class:`DenseSpec` split (same outputs as :func:`render_image`)."""
+    height, width, boxes, distractors, rng = dense_layout(spec, index)
+    image = _textured_background(rng, height, width)
+    for box in boxes:
+        _draw_shape(image, ("disk", "square", "triangle")[int(rng.integers(3))], box,
+                    _PALETTE[rng.integers(len(_PALETTE))])
+    for box in distractors:
+        _draw_shape(image, ("ring", "cross")[int(rng.integers(2))], box, _PALETTE[rng.integers(len(_PALETTE))])
+    return image, boxes, np.ones(len(boxes), np.int64), distractors
+
+
+def dense_records(spec):
+    """The records (as :func:`sniper_d2.coco.load_coco_records` returns) of a dense split, without
+    rendering or writing images: for statistics and planning."""
+    records = []
+    for i in range(spec.num_images):
+        height, width, boxes, distractors, _ = dense_layout(spec, i)
+        records.append({"image_id": i + 1, "file_name": f"dense_{i:05d}.jpg", "height": height, "width": width,
+                        "boxes": boxes, "category_ids": np.ones(len(boxes), np.int64),
+                        "iscrowd": np.zeros(len(boxes), bool), "distractors": distractors})
+    return records
 
 
 def _textured_background(rng, height, width):
@@ -172,6 +247,9 @@ def render_image(spec, index):
 def make_synthetic_dataset(output_dir, split, spec, progress=True):
     """Write ``<output_dir>/images/<split>_*.jpg`` and ``<output_dir>/<split>.json``.
 
+    ``spec`` is a :class:`SyntheticSpec` (three classes, sizes spanning tiny to large) or a
+    :class:`DenseSpec` (one class, dense, one size band).
+
     Returns:
         str: path of the json. The json is written atomically and last, so its presence means
         the split is complete; an existing json with the same spec is reused as is.
@@ -179,7 +257,7 @@ def make_synthetic_dataset(output_dir, split, spec, progress=True):
     from tqdm import tqdm
 
     json_path = os.path.join(output_dir, f"{split}.json")
-    spec_hash = stable_hash(vars(spec))
+    spec_hash = stable_hash({"kind": "dense", **vars(spec)} if isinstance(spec, DenseSpec) else vars(spec))
     if os.path.isfile(json_path):
         import json
 
@@ -194,8 +272,10 @@ def make_synthetic_dataset(output_dir, split, spec, progress=True):
     image_dir = os.path.join(output_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
+    dense = isinstance(spec, DenseSpec)
+    render, categories = (render_dense_image, DENSE_CATEGORIES) if dense else (render_image, CATEGORIES)
     for i in tqdm(range(spec.num_images), desc=f"synthetic {split}", disable=not progress):
-        image, boxes, cats, distractors = render_image(spec, i)
+        image, boxes, cats, distractors = render(spec, i)
         file_name = f"{split}_{i:05d}.jpg"
         path = os.path.join(image_dir, file_name)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -211,9 +291,10 @@ def make_synthetic_dataset(output_dir, split, spec, progress=True):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": int(cat), "bbox": [round(float(v), 2) for v in box],
                                 "area": round(float(box[2] * box[3]), 2), "iscrowd": 0})
-    coco = {"info": {"description": f"sniper_d2 synthetic multi-scale data, split {split}",
+    kind = "dense single-band" if dense else "multi-scale"
+    coco = {"info": {"description": f"sniper_d2 synthetic {kind} data, split {split}",
                      "spec": vars(spec), "spec_hash": spec_hash},
-            "images": images, "annotations": annotations, "categories": CATEGORIES}
+            "images": images, "annotations": annotations, "categories": categories}
     import json
 
     with atomic_open(json_path, "w") as f:

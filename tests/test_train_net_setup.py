@@ -58,3 +58,59 @@ def test_cli_reports_a_missing_data_path_without_a_deep_traceback(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert f"json file {missing} not found" in proc.stderr
+
+
+NO_DATA = ("SNIPER.REGISTER_COCO", "()")
+
+
+def test_steps_follow_max_iter_when_only_max_iter_changes(tmp_path):
+    cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "a"), *NO_DATA,
+                                "SOLVER.MAX_ITER", "1200"))
+    assert tuple(cfg.SOLVER.STEPS) == (960, 1120)  # the tiny config's (240, 280) of 300, scaled
+    cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "b"), *NO_DATA,
+                                "SOLVER.MAX_ITER", "1200", "SOLVER.STEPS", "(500,)"))
+    assert tuple(cfg.SOLVER.STEPS) == (500,)  # given explicitly: kept
+    child = tmp_path / "child.yaml"  # a file over a _BASE_ that changes only MAX_ITER
+    child.write_text(f'_BASE_: "{ROOT}/configs/sniper_tiny_cpu.yaml"\nSOLVER:\n  MAX_ITER: 600\n')
+    cfg = train_net.setup(_args(str(child), "OUTPUT_DIR", str(tmp_path / "c"), *NO_DATA))
+    assert tuple(cfg.SOLVER.STEPS) == (480, 560)
+
+
+def test_steps_past_max_iter_are_refused_in_one_line(tmp_path):
+    from sniper_d2.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"SOLVER.STEPS \(240, 280\) has steps at or past SOLVER.MAX_ITER 250"):
+        train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "a"), *NO_DATA,
+                              "SOLVER.MAX_ITER", "250", "SOLVER.STEPS", "(240, 280)"))
+
+
+def test_plan_written_by_plan_chips_is_the_one_training_loads(small_synthetic, tmp_path, caplog):
+    import logging
+    import shlex
+
+    from conftest import tiny_cfg_opts
+
+    from sniper_d2.data.build import load_training_plan, training_records
+
+    plan_file = tmp_path / "elsewhere" / "plan.npz"  # not where training looks by default
+    opts = tiny_cfg_opts(small_synthetic, tmp_path / "out")
+    proc = subprocess.run([sys.executable, "tools/plan_chips.py", "--config-file", "configs/sniper_tiny_cpu.yaml",
+                           "--dataset-json", small_synthetic["train"], "--output", str(plan_file), "--epochs", "3",
+                           "--num-workers", "0", *opts], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = [line for line in proc.stdout.splitlines() if line.strip().startswith("python train_net.py")]
+    assert len(command) == 1, proc.stdout
+    argv = shlex.split(command[0])[2:]
+    assert "SNIPER.PLAN.FILE" in argv and "SNIPER.PLAN.EPOCHS" in argv
+    cfg = train_net.setup(train_net.default_argument_parser().parse_args(argv))
+    before = plan_file.stat().st_mtime_ns
+    logger = logging.getLogger("sniper_d2")  # detectron2's setup_logger stops its propagation
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="sniper_d2"):
+            plan, _ = load_training_plan(cfg, training_records(cfg)[0])
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert plan.epochs == 3 and plan_file.stat().st_mtime_ns == before  # loaded, not rebuilt
+    assert any(f"loaded chip plan {plan_file}" in m for m in caplog.messages)
+    assert any(f"training on chip plan {plan_file} (SNIPER.PLAN.FILE)" in m for m in caplog.messages)

@@ -1,21 +1,23 @@
 #!/usr/bin/env python
 """The end-to-end CPU demo on the synthetic data set (what ``bash scripts/demo.sh`` runs).
 
-Steps, each a command a user could run by hand (printed before it runs):
+Steps, each a command a user could run by hand (printed before it runs); steps 2-4 are the README's
+"Using sniper_d2 on your data" path:
   1. generate the synthetic data set (tools/make_synthetic_dataset.py);
-  2. train SNIPER on positive chips (configs/sniper_tiny_cpu.yaml, --iters from scratch) and
-     evaluate it with multi-scale tiled inference;
-  3. train the single-scale baseline (configs/faster_rcnn_tiny_cpu.yaml, --iters from scratch, the
-     same training pixels per iteration) and evaluate it: step 2 against step 3 is SNIPER against
-     single-scale training at equal cost;
-  4. dump the RPN proposals of the step-2 model (the weak detector) over the training set
+  2. derive the configs from the training json (tools/compute_scale_stats.py: sniper.yaml with the
+     suggested scales, classes, data sets and detection cap, and baseline.yaml, the single-scale
+     baseline at equal training pixels per iteration, both with configs/sniper_tiny_cpu.yaml as base);
+  3. train SNIPER on positive chips (--iters from scratch) and evaluate it with multi-scale tiled
+     inference; train the baseline the same way: SNIPER against single-scale training at equal cost;
+  4. dump the RPN proposals of the step-3 SNIPER model (the weak detector) over the training set
      (tools/dump_proposals.py);
-  5. continue the step-2 model for --neg-iters more, twice: on positive chips only, and with negative
+  5. continue the step-3 model for --neg-iters more, twice: on positive chips only, and with negative
      chips mined from the proposals; evaluate both (they differ only in the negative chips);
   6. print the COCO AP tables side by side, and false positives per image on a distractor-heavy
      split (20-40 look-alike non-objects per image), with and without negative chips;
   7. draw the final model's detections on the validation images (tools/infer.py).
-Everything lands under ``--output`` (default ``output/demo``).
+Everything lands under ``--output`` (default ``output/demo``). One run per model: for mean and spread
+over seeds, see benchmarks/bench_accuracy.py.
 
 Example:
     python tools/demo.py --iters 300 --neg-iters 150
@@ -23,15 +25,13 @@ Example:
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from sniper_d2.analysis import false_positive_stats, false_positives_at_recall, load_coco_results  # noqa: E402
+from sniper_d2 import experiment as ex  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.results import format_side_by_side, load_eval_results  # noqa: E402
+from sniper_d2.results import format_side_by_side  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,62 +51,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run(cmd):
-    """Run one step, echoing the command; a failing step stops the demo with its exit code."""
-    print("\n$ " + " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        sys.exit(f"demo: this step failed (its output is above): {' '.join(cmd[:3])} ...")
-    print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-
-
-def data_opts(args):
-    """Config overrides that register the demo's data sets and evaluate on val + clutter."""
-    train, val, clutter = (os.path.join(args.data, f"{split}.json") for split in ("train", "val", "clutter"))
-    return ["SNIPER.REGISTER_COCO", f'(("synthetic_train", "{train}", ""), ("synthetic_val", "{val}", ""), '
-                                    f'("synthetic_clutter", "{clutter}", ""))',
-            "DATASETS.TEST", '("synthetic_val", "synthetic_clutter")']
-
-
-def schedule_opts(iters):
-    """A schedule of ``iters`` iterations: warm-up, LR drops at 80% and 93% (distinct, inside it)."""
-    steps = tuple(sorted({int(iters * 0.8), int(iters * 0.93)} - {0}))
-    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", str(steps), "SOLVER.CHECKPOINT_PERIOD", str(iters),
-            "SOLVER.WARMUP_ITERS", str(min(50, iters // 4))]
-
-
-def train(args, config, name, iters, *extra):
-    out = os.path.join(args.output, name)
-    run([sys.executable, "train_net.py", "--config-file", config, "--num-gpus", "1",
-         *data_opts(args), *schedule_opts(iters), "OUTPUT_DIR", out, *extra])
-    return out
-
-
 def main(argv=None):
     args = parse_args(argv)
     py = sys.executable
-    run([py, "tools/make_synthetic_dataset.py", "--output", args.data, "--train", str(args.train_images),
-         "--val", str(args.val_images), "--clutter", str(args.clutter_images),
-         "--min-side", str(args.min_side), "--max-side", str(args.max_side)])
+    ex.run([py, "tools/make_synthetic_dataset.py", "--output", args.data, "--train", str(args.train_images),
+            "--val", str(args.val_images), "--clutter", str(args.clutter_images),
+            "--min-side", str(args.min_side), "--max-side", str(args.max_side)])
 
-    sniper_cfg = "configs/sniper_tiny_cpu.yaml"
-    sniper_out = train(args, sniper_cfg, "sniper", args.iters)
-    baseline_out = train(args, "configs/faster_rcnn_tiny_cpu.yaml", "baseline", args.iters)
+    jsons = [os.path.join(args.data, f"{split}.json") for split in ("train", "val", "clutter")]
+    configs = ex.make_configs(jsons[0], jsons[1:], "configs/sniper_tiny_cpu.yaml",
+                              os.path.join(args.output, "configs"), "synthetic")
+    sniper_cfg = configs["sniper"]
+    sniper_out = ex.train(sniper_cfg, os.path.join(args.output, "sniper"), args.iters)
+    baseline_out = ex.train(configs["baseline"], os.path.join(args.output, "baseline"), args.iters)
     weak_weights = os.path.join(sniper_out, "model_final.pth")
-    proposals = os.path.join(args.output, "proposals.npz")
-    run([py, "tools/dump_proposals.py", "--config-file", sniper_cfg, "--output", proposals,
-         *data_opts(args), "OUTPUT_DIR", sniper_out, "MODEL.WEIGHTS", weak_weights])
-    pos_out = train(args, sniper_cfg, "sniper_pos_more", args.neg_iters, "MODEL.WEIGHTS", weak_weights)
-    neg_out = train(args, sniper_cfg, "sniper_neg", args.neg_iters, "MODEL.WEIGHTS", weak_weights,
-                    "SNIPER.NEG.PROPOSALS_FILE", proposals)
+    proposals = ex.dump_proposals(sniper_cfg, sniper_out, weak_weights, os.path.join(args.output, "proposals.npz"))
+    pos_out = ex.train(sniper_cfg, os.path.join(args.output, "sniper_pos_more"), args.neg_iters,
+                       "MODEL.WEIGHTS", weak_weights)
+    neg_out = ex.train(sniper_cfg, os.path.join(args.output, "sniper_neg"), args.neg_iters,
+                       "MODEL.WEIGHTS", weak_weights, "SNIPER.NEG.PROPOSALS_FILE", proposals)
 
     total = args.iters + args.neg_iters
     models = {f"single-scale baseline ({args.iters})": baseline_out,
               f"SNIPER ({args.iters})": sniper_out,
               f"SNIPER, positive chips ({total})": pos_out,
               f"SNIPER, + negative chips ({total})": neg_out}
-    tables = {name: load_eval_results(os.path.join(out, "eval_results.json"))["synthetic_val"]["bbox"]
-              for name, out in models.items()}
+    tables = {name: ex.bbox_results(out, "synthetic_val") for name, out in models.items()}
     print("\nCOCO box AP on the synthetic validation set (training iterations in parentheses; equal training "
           "pixels per iteration):")
     print(format_side_by_side(tables))
@@ -117,19 +87,21 @@ def main(argv=None):
           "how each model's scores are calibrated):")
     print(f"  {'model':<36s} {'score >= 0.5':>14s} {'recall':>7s} {'at 50% recall':>14s} {'on distractors':>15s}")
     for name, out in models.items():
-        dets = load_coco_results(os.path.join(out, "inference", "synthetic_clutter", "coco_instances_results.json"))
-        fixed = false_positive_stats(dets, records, score_threshold=0.5)
-        matched = false_positives_at_recall(dets, records, recall=0.5)
-        at_recall = f"{matched['fp_per_image']:.2f}" if matched["recall"] >= 0.5 else "never reached"
+        fp = ex.clutter_false_positives(out, "synthetic_clutter", records)
+        fixed, matched = fp["fixed"], fp["at_recall"]
+        at_recall = f"{matched['fp_per_image']:.2f}" if matched["reached"] else "never reached"
         print(f"  {name:<36s} {fixed['fp_per_image']:14.2f} {fixed['recall']:7.2f} {at_recall:>14s} "
               f"{matched['fp_on_distractors_per_image']:15.2f}")
 
     drawn = os.path.join(args.output, "detections")
-    run([py, "tools/infer.py", "--config-file", "configs/sniper_tiny_cpu.yaml",
-         "--input", os.path.join(args.data, "images", "val_*.jpg"), "--output", drawn,
-         "--confidence-threshold", "0.5", "MODEL.WEIGHTS", os.path.join(neg_out, "model_final.pth")])
+    ex.run([py, "tools/infer.py", "--config-file", sniper_cfg,
+            "--input", os.path.join(args.data, "images", "val_*.jpg"), "--output", drawn,
+            "--confidence-threshold", "0.5", "MODEL.WEIGHTS", os.path.join(neg_out, "model_final.pth")])
     print(f"\nDone. Results: {args.output}/*/eval_results.json; drawn detections: {drawn}/")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ex.StepFailed as e:
+        sys.exit(f"demo: {e}")

@@ -8,6 +8,8 @@ Deterministic by seed; re-running with the same arguments reuses what is there.
 Example:
     python tools/make_synthetic_dataset.py --output datasets/synthetic --train 24 --val 8 --clutter 6
     # -> datasets/synthetic/{train,val,clutter}.json and datasets/synthetic/images/*.jpg
+    python tools/make_synthetic_dataset.py --dense --output datasets/dense --train 2 --val 1
+    # -> a dense single-band set (one class, 500+ objects of 8-110 px in ~2300 px images)
 """
 
 import argparse
@@ -19,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.synthetic import SyntheticSpec, make_synthetic_dataset  # noqa: E402
+from sniper_d2.synthetic import DenseSpec, SyntheticSpec, make_synthetic_dataset  # noqa: E402
 from sniper_d2.cli import run_main  # noqa: E402
 
 
@@ -39,9 +41,14 @@ def parse_args(argv=None):
     p.add_argument("--sparse", type=int, default=0,
                    help="images of a split 'sparse': 2-4 objects and 2-4 distractors per image, mostly "
                         "background, where AutoFocus pays (default: %(default)s)")
-    p.add_argument("--min-side", type=int, default=1000, help="smallest image side, px (default: %(default)s)")
-    p.add_argument("--max-side", type=int, default=2000, help="largest image side, px (default: %(default)s)")
+    p.add_argument("--min-side", type=int, help="smallest image side, px (default: 1000; with --dense 2200)")
+    p.add_argument("--max-side", type=int, help="largest image side, px (default: 2000; with --dense 2500)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
+    p.add_argument("--dense", action="store_true",
+                   help="the dense single-band set instead: one class, many objects of 8-110 px (log-normal "
+                        "around 40 px) over most of each image; sides default to 2200-2500 px")
+    p.add_argument("--objects", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="objects per image (default: 8 20; with --dense 520 600)")
     return p.parse_args(argv)
 
 
@@ -65,9 +72,20 @@ def size_histogram(json_path, bins=(0, 8, 16, 32, 64, 128, 256, 512)):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
-    sides = dict(min_side_px=args.min_side, max_side_px=args.max_side)
-    specs = {"train": SyntheticSpec(num_images=args.train, seed=args.seed * 2, **sides),
-             "val": SyntheticSpec(num_images=args.val, seed=args.seed * 2 + 1, **sides),
+    if args.dense:
+        sides = dict(min_side_px=args.min_side or 2200, max_side_px=args.max_side or 2500)
+        objects = dict(objects_per_image=tuple(args.objects)) if args.objects else {}
+        specs = {"train": DenseSpec(num_images=args.train, seed=args.seed * 2, **sides, **objects),
+                 "val": DenseSpec(num_images=args.val, seed=args.seed * 2 + 1, **sides, **objects)}
+        for split, spec in specs.items():
+            if spec.num_images > 0:
+                path = make_synthetic_dataset(args.output, split, spec)
+                print(f"{path}: object sizes\n{size_histogram(path)}")
+        return
+    sides = dict(min_side_px=args.min_side or 1000, max_side_px=args.max_side or 2000)
+    objects = dict(objects_per_image=tuple(args.objects)) if args.objects else {}
+    specs = {"train": SyntheticSpec(num_images=args.train, seed=args.seed * 2, **sides, **objects),
+             "val": SyntheticSpec(num_images=args.val, seed=args.seed * 2 + 1, **sides, **objects),
              "clutter": SyntheticSpec(num_images=args.clutter, seed=CLUTTER_SEED_OFFSET + args.seed,
                                       objects_per_image=(4, 8), distractors_per_image=(20, 40),
                                       empty_fraction=0.0, **sides),

@@ -3,9 +3,11 @@
 
 Reads the chip settings from a detectron2 yaml config (``cfg.SNIPER``), plans every image at all
 scales for every epoch (worker processes, progress bar), writes the plan atomically, and prints
-chips per image per scale. Training (``train_net.py``) loads the same file when its config and data
-set hashes match. ``--draw N`` also writes chip overlays of the first N images (epoch 0) next to
-the output file. The planning itself is numpy; detectron2 is only used to read the config.
+chips per image per scale, then the ``train_net.py`` command that trains on this plan (with
+``SNIPER.PLAN.FILE`` when the file is not the one training looks for by default, and any planning
+input given here that differs from the config). Training loads the file when its config and data set
+hashes match, and logs which plan it loaded. ``--draw N`` also writes chip overlays of the first N
+images (epoch 0) next to the output file. The planning itself is numpy; detectron2 is only used to read the config.
 
 Example:
     python tools/plan_chips.py --config-file configs/sniper_tiny_cpu.yaml \\
@@ -34,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--config-file", required=True, help="detectron2 yaml config with a SNIPER section")
     p.add_argument("--dataset-json", required=True, help="COCO-style instances json")
     p.add_argument("--image-root", help="folder of the images (default: next to the json); only for --draw")
-    p.add_argument("--output", required=True, help="plan file to write (.npz)")
+    p.add_argument("--output", help="plan file to write (.npz) (default: the file training looks for, "
+                                    "SNIPER.PLAN.FILE or <OUTPUT_DIR>/chip_plan_<DATASETS.TRAIN>.npz)")
     p.add_argument("--epochs", type=int, help="epochs to plan (default: SNIPER.PLAN.EPOCHS)")
     p.add_argument("--seed", type=int, help="base seed (default: SNIPER.PLAN.SEED)")
     p.add_argument("--num-workers", type=int, help="planning processes (default: SNIPER.PLAN.NUM_WORKERS)")
@@ -80,6 +83,33 @@ def draw_overlays(plan, records, params, count, folder):
     logger.info(f"wrote {min(count, len(records))} chip overlays to {folder}")
 
 
+def handoff_command(args, cfg, output, epochs, seed, proposals_file):
+    """The train_net.py command that trains on this plan (and the overrides it needs), as text.
+
+    Training uses a plan file when its config hash (scales, ranges, chip size, stride, epochs, seed,
+    proposals) and data set hash match; so the command repeats every planning input that differs
+    from the config, plus ``SNIPER.PLAN.FILE`` when the file is not where training looks by default.
+    """
+    import shlex
+
+    from sniper_d2.data.build import default_plan_path
+
+    extra = list(args.opts or [])
+    if os.path.abspath(output) != os.path.abspath(default_plan_path(cfg)) or cfg.SNIPER.PLAN.FILE:
+        extra += ["SNIPER.PLAN.FILE", output]
+    if epochs != cfg.SNIPER.PLAN.EPOCHS:
+        extra += ["SNIPER.PLAN.EPOCHS", str(epochs)]
+    if seed != cfg.SNIPER.PLAN.SEED:
+        extra += ["SNIPER.PLAN.SEED", str(seed)]
+    if proposals_file and proposals_file != cfg.SNIPER.NEG.PROPOSALS_FILE:
+        extra += ["SNIPER.NEG.PROPOSALS_FILE", proposals_file]
+    command = " ".join(shlex.quote(x) for x in ["python", "train_net.py", "--config-file", args.config_file, *extra])
+    note = ("" if list(cfg.DATASETS.TRAIN) else
+            "  (DATASETS.TRAIN is empty: register the json with SNIPER.REGISTER_COCO and name it there)\n")
+    return (f"train on this plan (DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)} must hold the images of "
+            f"{args.dataset_json}):\n{note}  {command}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -97,14 +127,17 @@ def main(argv=None):
 
         proposals = load_proposals_for_records(proposals_file, records, cfg.SNIPER.SCALES)
 
-    plan = load_or_build_plan(args.output, records, params, epochs, seed, num_workers=workers,
-                              proposals=proposals)
-    print(f"{args.output}: {plan.summary(len(records), params.scales)}")
+    from sniper_d2.data.build import default_plan_path
+
+    output = args.output or default_plan_path(cfg)
+    plan = load_or_build_plan(output, records, params, epochs, seed, num_workers=workers, proposals=proposals)
+    print(f"{output}: {plan.summary(len(records), params.scales)}")
+    print(handoff_command(args, cfg, output, epochs, seed, proposals_file))
     empty = sum(1 for r in records if len(r["boxes"]) == 0)
     print(f"images without annotations: {empty} (no positive chips{'' if proposals else ', no proposals'})")
     if args.draw > 0:
         draw_overlays(plan, records, params, args.draw,
-                      os.path.join(os.path.dirname(os.path.abspath(args.output)), "plan_overlays"))
+                      os.path.join(os.path.dirname(os.path.abspath(output)), "plan_overlays"))
 
 
 if __name__ == "__main__":

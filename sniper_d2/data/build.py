@@ -52,6 +52,8 @@ def load_training_plan(cfg, records):
     comm.synchronize()
     if comm.get_rank() != 0:
         plan = load_or_build_plan(path, records, params, num_workers=0, **kwargs)
+    source = "SNIPER.PLAN.FILE" if cfg.SNIPER.PLAN.FILE else "default path; set SNIPER.PLAN.FILE to use another"
+    logger.info(f"training on chip plan {os.path.abspath(path)} ({source}): {len(plan)} chips, {plan.epochs} epochs")
     return plan, params
 
 
