@@ -203,7 +203,10 @@ def schedule_follows_max_iter(cfg, config_file, opts):
 
 
 def _scale(steps, old_max, new_max):
-    return tuple(int(round(s * float(new_max) / float(old_max))) for s in steps)
+    """Steps of an ``old_max`` schedule for a ``new_max`` one; steps that would land at or past the
+    end of a very short schedule are left out (no LR drop there)."""
+    scaled = (int(round(s * float(new_max) / float(old_max))) for s in steps)
+    return tuple(sorted({s for s in scaled if 0 < s < new_max}))
 
 
 def _file_schedule(config_file, _depth=0):

@@ -114,3 +114,12 @@ def test_plan_written_by_plan_chips_is_the_one_training_loads(small_synthetic, t
     assert plan.epochs == 3 and plan_file.stat().st_mtime_ns == before  # loaded, not rebuilt
     assert any(f"loaded chip plan {plan_file}" in m for m in caplog.messages)
     assert any(f"training on chip plan {plan_file} (SNIPER.PLAN.FILE)" in m for m in caplog.messages)
+
+
+def test_a_very_short_schedule_keeps_only_the_steps_inside_it(tmp_path):
+    cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "a"), *NO_DATA,
+                                "SOLVER.MAX_ITER", "2"))
+    assert tuple(cfg.SOLVER.STEPS) == ()  # (240, 280) of 300 -> (2, 2): at the end, so no LR drop
+    cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "b"), *NO_DATA,
+                                "SOLVER.MAX_ITER", "4"))
+    assert tuple(cfg.SOLVER.STEPS) == (3,)
