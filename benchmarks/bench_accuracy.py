@@ -17,10 +17,15 @@ at a time), ``tools/dump_proposals.py`` dumps the weak detector's proposals. Per
    class, 60-80 objects of 8-110 px per 700-800 px image). Where the suggestion has one scale,
    "one fewer" is impossible: only one more is trained.
 
+Runs go study by study (all seeds of step 1, then of step 2, then of step 3), the tables are printed
+and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json`` exists is read
+back instead of redone: a bench cut short still has every seed of its first studies, and running the
+same command again continues it.
+
 CPU budget: the defaults (8 + 3 + 3 small synthetic images of 500-700 px, 6 + 2 dense images,
-120 iterations per model, 60 per continuation, 3 seeds: 24 trainings and 3 proposal dumps) are
-sized for about 30 minutes on 2 CPU cores; run it under ``flock /tmp/sniper_heavy.lock``. It prints
-its own wall time. Such short runs
+100 iterations per model, 50 per continuation, 3 seeds: 24 trainings and 3 proposal dumps) are
+sized for about 30 minutes on 2 otherwise idle CPU cores; run it under ``flock
+/tmp/sniper_heavy.lock``. It prints its own wall time. Such short runs
 from scratch rank the settings, they do not reach the accuracy of long training; figures differ
 across machines and library builds (CPU kernels and thread counts change floating-point sums), so
 compare the spreads, not single digits.
@@ -49,8 +54,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/bench_accuracy", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=120, help="iterations per model from scratch (default: %(default)s)")
-    p.add_argument("--neg-iters", type=int, default=60,
+    p.add_argument("--iters", type=int, default=100, help="iterations per model from scratch (default: %(default)s)")
+    p.add_argument("--neg-iters", type=int, default=50,
                    help="iterations continuing SNIPER with / without negative chips (default: %(default)s)")
     p.add_argument("--train-images", type=int, default=8, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=3, help="synthetic validation images (default: %(default)s)")
@@ -108,56 +113,68 @@ def main(argv=None):
     clutter_records, _ = load_coco_records(jsons["clutter"])
 
     runs = {}  # (study, model) -> list over seeds of {"bbox": ..., "fp": ...}
-    times = []
 
     def record(study, model, output_dir, dataset, clutter=True):
-        entry = {"bbox": ex.bbox_results(output_dir, dataset)}
+        entry = {"seed": os.path.basename(os.path.dirname(output_dir)), "bbox": ex.bbox_results(output_dir, dataset)}
         if clutter:
             entry["fp"] = ex.clutter_false_positives(output_dir, "synthetic_clutter", clutter_records)
         runs.setdefault((study, model), []).append(entry)
+        report(args, runs, out, time.perf_counter() - start)
 
+    def train(config, output_dir, iters, *opts):
+        """A run that finished before (its eval_results.json exists) is read back, not redone."""
+        if os.path.isfile(os.path.join(output_dir, "eval_results.json")):
+            print(f"\n(reusing {output_dir})", flush=True)
+            return output_dir
+        return ex.train(config, output_dir, iters, *opts, quiet=True)
+
+    # Study by study, each over all seeds: the first studies have every seed even if the run is cut short.
+    syn = configs["synthetic"]["suggested"]
+    main_label = f"SNIPER {scales_syn}"
     for seed in args.seeds:
-        t0 = time.perf_counter()
-        seed_dir = os.path.join(out, f"seed{seed}")
-        sopts = ex.seed_opts(seed)
-        cfg = configs["synthetic"]["suggested"]
-        sniper_out = ex.train(cfg["sniper"], os.path.join(seed_dir, "sniper"), args.iters, *sopts, quiet=True)
-        record("main", f"SNIPER {scales_syn}", sniper_out, "synthetic_val")
-        base_out = ex.train(cfg["baseline"], os.path.join(seed_dir, "baseline"), args.iters, *sopts, quiet=True)
-        record("main", "single-scale baseline", base_out, "synthetic_val")
-        if "negatives" not in args.skip:
+        seed_dir, sopts = os.path.join(out, f"seed{seed}"), ex.seed_opts(seed)
+        record("main", main_label, train(syn["sniper"], os.path.join(seed_dir, "sniper"), args.iters, *sopts),
+               "synthetic_val")
+        record("main", "single-scale baseline",
+               train(syn["baseline"], os.path.join(seed_dir, "baseline"), args.iters, *sopts), "synthetic_val")
+    if "negatives" not in args.skip:
+        for seed in args.seeds:
+            seed_dir, sopts = os.path.join(out, f"seed{seed}"), ex.seed_opts(seed)
+            sniper_out = os.path.join(seed_dir, "sniper")
             weights = os.path.join(sniper_out, "model_final.pth")
-            proposals = ex.dump_proposals(cfg["sniper"], sniper_out, weights, os.path.join(seed_dir, "proposals.npz"),
-                                          quiet=True)
-            pos = ex.train(cfg["sniper"], os.path.join(seed_dir, "sniper_pos_more"), args.neg_iters, *sopts,
-                           "MODEL.WEIGHTS", weights, quiet=True)
-            record("negatives", "positive chips only", pos, "synthetic_val")
-            neg = ex.train(cfg["sniper"], os.path.join(seed_dir, "sniper_neg"), args.neg_iters, *sopts,
-                           "MODEL.WEIGHTS", weights, "SNIPER.NEG.PROPOSALS_FILE", proposals, quiet=True)
-            record("negatives", "+ negative chips", neg, "synthetic_val")
-        if "scales" not in args.skip:
-            runs.setdefault(("scales synthetic", f"suggested: {n_syn} scales"), []).append(
-                runs[("main", f"SNIPER {scales_syn}")][-1])
+            proposals = os.path.join(seed_dir, "proposals.npz")
+            if not os.path.isfile(proposals):
+                ex.dump_proposals(syn["sniper"], sniper_out, weights, proposals, quiet=True)
+            record("negatives", "positive chips only",
+                   train(syn["sniper"], os.path.join(seed_dir, "sniper_pos_more"), args.neg_iters, *sopts,
+                         "MODEL.WEIGHTS", weights), "synthetic_val")
+            record("negatives", "+ negative chips",
+                   train(syn["sniper"], os.path.join(seed_dir, "sniper_neg"), args.neg_iters, *sopts,
+                         "MODEL.WEIGHTS", weights, "SNIPER.NEG.PROPOSALS_FILE", proposals), "synthetic_val")
+    if "scales" not in args.skip:
+        runs[("scales synthetic", f"suggested: {n_syn} scales")] = runs[("main", main_label)]
+        for seed in args.seeds:
+            seed_dir, sopts = os.path.join(out, f"seed{seed}"), ex.seed_opts(seed)
             for key, cfg in configs["synthetic"].items():
                 if key != "suggested":
-                    o = ex.train(cfg["sniper"], os.path.join(seed_dir, f"synthetic_{key.replace(' ', '_')}"),
-                                 args.iters, *sopts, "DATASETS.TEST", '("synthetic_val",)', quiet=True)
+                    o = train(cfg["sniper"], os.path.join(seed_dir, f"synthetic_{key.replace(' ', '_')}"), args.iters,
+                              *sopts, "DATASETS.TEST", '("synthetic_val",)')
                     record("scales synthetic", key, o, "synthetic_val", clutter=False)
             for key, cfg in configs["dense"].items():
-                o = ex.train(cfg["sniper"], os.path.join(seed_dir, f"dense_{key.replace(' ', '_')}"), args.iters,
-                             *sopts, quiet=True)
+                o = train(cfg["sniper"], os.path.join(seed_dir, f"dense_{key.replace(' ', '_')}"), args.iters, *sopts)
                 label = f"suggested: {n_dense} scale{'s' * (n_dense > 1)} {scales_dense}" if key == "suggested" else key
                 record("scales dense", label, o, "dense_val", clutter=False)
-        times.append(time.perf_counter() - t0)
-        print(f"seed {seed} done in {times[-1] / 60:.1f} min", flush=True)
+    report(args, runs, out, time.perf_counter() - start, final=True)
 
-    total = time.perf_counter() - start
-    print(f"\n== bench_accuracy: {len(args.seeds)} seeds {args.seeds}, {args.iters} iterations per model from "
-          f"scratch, {args.neg_iters} per continuation; {args.train_images} synthetic training images of "
+
+def report(args, runs, out, seconds, final=False):
+    """Print the tables (mean ± sample std [min, max] over the seeds run so far) and write summary.json."""
+    print(f"\n== bench_accuracy{'' if final else ' (so far)'}: seeds {args.seeds}, {args.iters} iterations per model "
+          f"from scratch, {args.neg_iters} per continuation; {args.train_images} synthetic training images of "
           f"{args.sides[0]}-{args.sides[1]} px, {args.val_images} validation, {args.clutter_images} clutter; "
           f"dense: {args.dense_train} + {args.dense_val} images of {args.dense_sides[0]}-{args.dense_sides[1]} px; "
-          f"{total / 60:.1f} min in all on {os.cpu_count()} CPU cores ==")
-    print("mean ± sample std [min, max] over seeds")
+          f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores ==")
+    print("mean ± sample std [min, max] over seeds (n = seeds run)")
     summary = {}
     for study in ("main", "negatives", "scales synthetic", "scales dense"):
         rows = [(model, entries) for (s, model), entries in runs.items() if s == study]
@@ -167,19 +184,19 @@ def main(argv=None):
         for model, entries in rows:
             cells = {m: ex.mean_spread([e["bbox"][m] for e in entries]) for m in METRICS}
             line = "  ".join(f"{m} {ex.format_mean_spread([e['bbox'][m] for e in entries])}" for m in METRICS)
-            print(f"  {model:<34s} {line}")
+            print(f"  {model:<30s} n={len(entries)}  {line}")
             summary[f"{study} | {model}"] = {"bbox": cells, "seeds": len(entries)}
             if "fp" in entries[0]:
                 fp = [e["fp"]["at_recall"]["fp_per_image"] if e["fp"]["at_recall"]["reached"] else float("nan")
                       for e in entries]
                 reached = sum(e["fp"]["at_recall"]["reached"] for e in entries)
-                print(f"  {'':<34s} clutter FP per image at 50% recall: {ex.format_mean_spread(fp, 2)} "
-                      f"(reached 50% recall in {reached}/{len(entries)} seeds)")
+                print(f"  {'':<30s}      clutter FP per image at 50% recall: {ex.format_mean_spread(fp, 2)} "
+                      f"(50% recall reached in {reached}/{len(entries)} seeds)")
                 summary[f"{study} | {model}"]["fp_at_50_recall"] = ex.mean_spread(fp)
     save_json_artifact(os.path.join(out, "summary.json"), "sniper_d2.bench_accuracy", 1,
-                       {"args": vars(args), "minutes": total / 60, "results": summary,
+                       {"args": vars(args), "minutes": seconds / 60, "final": final, "results": summary,
                         "runs": {f"{s} | {m}": v for (s, m), v in runs.items()}})
-    print(f"\nwrote {os.path.join(out, 'summary.json')}")
+    print(f"wrote {os.path.join(out, 'summary.json')}", flush=True)
 
 
 if __name__ == "__main__":
