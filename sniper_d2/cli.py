@@ -89,18 +89,27 @@ def _merged_cfg(config_file, opts):
     return cfg
 
 
-def _start_up_checks(cfg, purpose):
-    """The one place where settings are checked before detectron2's ``default_setup`` prints the
-    environment and the config: a wrong setting ends the program in one line, before any of that.
+def _start_up_checks(cfg, purpose, config_file, opts, strict_data):
+    """The one place where settings are checked before anything is printed: a wrong setting ends
+    the program in one line, among the first the user sees.
 
-    Today: :func:`sniper_d2.config.check_runtime_config` (AMP without CUDA, for training). Later
-    start-up checks (data files, class counts, weights) belong here too.
+    :func:`sniper_d2.config.check_runtime_config` (AMP without CUDA, for training);
+    :func:`sniper_d2.config.schedule_follows_max_iter` (steps follow MAX_ITER; steps past it refused);
+    :func:`sniper_d2.preflight.preflight` (data files, data sets registered, NUM_CLASSES against their
+    categories, weights resolved to a local file).
+
+    Returns:
+        str or None: the schedule change to log, if any.
     """
     import torch
 
-    from .config import check_runtime_config
+    from .config import check_runtime_config, schedule_follows_max_iter
+    from .preflight import preflight
 
     check_runtime_config(cfg, torch.cuda.is_available(), training=purpose == "train")
+    note = schedule_follows_max_iter(cfg, config_file, opts)
+    preflight(cfg, purpose, strict_data=strict_data)
+    return note
 
 
 def setup_cfg(config_file, opts=(), args=None, *, purpose="train"):
@@ -110,12 +119,14 @@ def setup_cfg(config_file, opts=(), args=None, *, purpose="train"):
         config_file (str): detectron2 yaml config (``_BASE_`` chains allowed).
         opts (list[str]): command-line overrides, ``[KEY, VALUE, ...]``.
         args (argparse.Namespace or None): a training / evaluation process's arguments (detectron2's
-            ``default_argument_parser``): given, detectron2's ``default_setup`` runs (output folder,
-            environment and config dump, seeds), the ``sniper_d2`` logger writes to OUTPUT_DIR, and
-            the data sets of ``SNIPER.REGISTER_COCO`` are registered.
-        purpose (str): one of :data:`PURPOSES`: "train" and "infer" run the start-up checks and
-            resolve ``MODEL.WEIGHTS`` to a local file (:func:`sniper_d2.weights.resolve_weights`);
-            "read" only merges the settings (planning, benchmarks).
+            ``default_argument_parser``): given, the data sets of ``SNIPER.REGISTER_COCO`` must exist
+            and are registered, and :func:`sniper_d2.preflight.default_setup` runs (output folder,
+            loggers, environment and config dump to the log file only, seeds).
+        purpose (str): one of :data:`PURPOSES`: "train" and "infer" run the start-up checks
+            (:func:`_start_up_checks`: data files, class count, weights resolved to a local file,
+            schedule) before anything is printed; "read" only merges the settings (planning,
+            benchmarks). Without ``args`` (tools/infer.py on images), data sets whose json is
+            missing are skipped rather than refused.
 
     Returns:
         CfgNode, frozen.
@@ -129,24 +140,18 @@ def setup_cfg(config_file, opts=(), args=None, *, purpose="train"):
     cfg = _merged_cfg(config_file, opts)
     schedule_note = None
     if purpose != "read":
-        from .config import schedule_follows_max_iter
-        from .weights import resolve_weights
-
-        _start_up_checks(cfg, purpose)
-        schedule_note = schedule_follows_max_iter(cfg, config_file, opts)
-        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
+        schedule_note = _start_up_checks(cfg, purpose, config_file, opts, strict_data=args is not None)
     cfg.freeze()
     if args is not None:
-        from detectron2.engine import default_setup
-        from detectron2.utils import comm
-        from detectron2.utils.logger import setup_logger
+        import logging
 
-        from .data.datasets import register_datasets_from_cfg
+        from .preflight import default_setup
 
-        default_setup(cfg, args)
-        logger = setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sniper_d2",
-                              abbrev_name="sniper")
+        default_setup(cfg, args)  # environment and config dump: to OUTPUT_DIR/log.txt only
         if schedule_note:
-            logger.info(schedule_note)
-        register_datasets_from_cfg(cfg)
+            logging.getLogger("sniper_d2").info(schedule_note)
+        if purpose == "read":
+            from .data.datasets import register_datasets_from_cfg
+
+            register_datasets_from_cfg(cfg)
     return cfg
