@@ -60,7 +60,7 @@ def test_cli_reports_a_missing_data_path_without_a_deep_traceback(tmp_path):
     assert f"json file {missing} not found" in proc.stderr
 
 
-NO_DATA = ("SNIPER.REGISTER_COCO", "()")
+NO_DATA = ("SNIPER.REGISTER_COCO", "()", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
 
 
 def test_steps_follow_max_iter_when_only_max_iter_changes(tmp_path):
