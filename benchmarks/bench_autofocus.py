@@ -15,7 +15,8 @@ image. The last line is over the default validation splits of all seeds (AP: mea
 seeds, spread in the line above; pixels and time: summed):
     autofocus: AP <a> vs <b> full; <p>x fewer pixels; <t>x faster
 
-Run it alone under the machine's heavy lock: ``flock /tmp/sniper_heavy.lock python benchmarks/bench_autofocus.py``.
+Run it alone under the machine's heavy lock: ``flock /tmp/sniper_heavy.lock python benchmarks/bench_autofocus.py``
+(2 threads; ``BENCH_THREADS=1`` for 1). AP and pixels do not depend on machine load; wall times do.
 """
 
 import argparse
