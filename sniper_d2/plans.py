@@ -1,12 +1,14 @@
 """Chip plans: every training chip of a data set, for E epochs and all scales. Numpy only.
 
-A plan is computed once (in worker processes, with a progress bar), saved as one versioned ``.npz``
+A plan is computed once (images in chunks planned together, optionally in worker processes or
+shared among training processes, with a progress bar), saved as one versioned ``.npz``
 written atomically (format ``sniper_d2.chip_plan``, version 1), and reloaded by training as long as
 its *config hash* (chip parameters, epochs, seed, proposals) and *data set hash* (image ids, sizes,
 boxes, crowd flags) match; otherwise it is rebuilt and the reason is logged.
 
-Seeds: the chips of (epoch e, image i, scale s) use ``default_rng([seed, e, i, s])`` (negatives
-``[seed, e, i, s, 1]``), so they do not depend on the number of workers or the order of work.
+Seeds: the chips of (epoch e, image i, scale s) use the seed ``[seed, e, i, s]`` (negatives
+``[seed, e, i, s, 1]``), so they do not depend on the number of workers or processes, on which
+images are planned together, or on the order of work.
 
 Negative chips: the plan stores, per epoch, image and scale, *all* negative chips the proposals
 support (``is_negative`` True); sampling ``SNIPER.NEG.CHIPS_PER_IMAGE`` of them per epoch is the
@@ -23,13 +25,14 @@ from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 
-from .chips import negative_chips, off_object_proposals, positive_chips, resolve_scale
+from .chips import (batch_negative_chips, batch_positive_chips, in_valid_range, off_object_proposals,
+                    resolve_scale)
 from .coco import crowd_flags, non_crowd_boxes, sanitize_boxes
 from .config import ConfigError, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
-__all__ = ["PlanParams", "ChipPlan", "plan_image", "build_plan", "save_plan", "load_plan",
-           "load_or_build_plan", "dataset_hash", "proposals_digest", "plan_config_hash",
+__all__ = ["PlanParams", "ChipPlan", "plan_images", "build_plan", "merge_plans", "save_plan", "load_plan",
+           "load_matching_plan", "load_or_build_plan", "dataset_hash", "proposals_digest", "plan_config_hash",
            "PLAN_FORMAT", "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ PLAN_FORMAT = "sniper_d2.chip_plan"
 PLAN_VERSION = 1
 # Fewer images than this are planned in the calling process: a pool would cost more than it saves.
 _MIN_IMAGES_PER_POOL = 16
+# Images planned in one call (plan_images): at most this many, and padded greedy score arrays of at
+# most about this many cells (float32, 32 MB), so that a call's numpy work is large but its memory bounded.
+_MAX_IMAGES_PER_CHUNK = 256
+_CELLS_PER_CHUNK = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,10 @@ class PlanParams:
                 "neg_min_proposals": [int(m) for m in self.min_proposals()],
                 # Planner revision: negatives use only proposals in their scale's valid range that
                 # lie mostly off the objects. Plans written before (without this key) are rebuilt.
-                "negatives_from": "off_object_proposals_in_valid_range"}
+                "negatives_from": "off_object_proposals_in_valid_range",
+                # Seeded tie-breaks and placement of the batched planner (issue 14): other chips
+                # for the same seed than before, so older plans are rebuilt.
+                "seeded_choices": "hashed_priority_and_uniform_placement"}
 
     def min_proposals(self):
         return tuple(self.neg_min_proposals) if self.neg_min_proposals else (1,) * len(self.scales)
@@ -175,45 +185,103 @@ def plan_config_hash(params, epochs, seed, proposals_id=""):
                         "proposals": proposals_id})
 
 
-def plan_image(image_size, boxes, index, params, epochs, seed, proposals=None):
-    """All chips of one image, every epoch and scale.
+def plan_images(jobs, params, epochs, seed):
+    """All chips of some images, every epoch and scale, planned together.
+
+    All (image, scale, epoch) covers run in one call of :func:`sniper_d2.chips.batch_positive_chips`
+    (and one of ``batch_negative_chips``), so a small image costs little more than its share of
+    the numpy work. The chips of (epoch e, image i, scale s) use seed ``[seed, e, i, s]``
+    (negatives ``[seed, e, i, s, 1]``) and do not depend on which images are planned together.
 
     Args:
-        image_size (tuple[int, int]): (height, width).
-        boxes: (N, 4) float32 XYXY original pixels, the boxes to cover (crowd boxes left out).
-        index (int): the image's index in the records (part of the seeds).
+        jobs (list): per image, ``(image_size, boxes, index, proposals)``: (height, width); (N, 4)
+            float32 XYXY original pixels, the boxes to cover, clean (crowd boxes left out); the
+            image's index in the records; None or a list over scale index of clean (P, 4)
+            proposal boxes (or None).
         params (PlanParams), epochs (int), seed (int): see :func:`build_plan`.
-        proposals: None, or a list over scale index of (P, 4) proposal boxes (or None).
 
     Returns:
-        list of (epoch, scale_index, scale, (K, 4) float32 chips, is_negative) tuples.
+        dict of (M,) columns ``image_index``, ``epoch``, ``scale_index`` (int32), ``scale``
+        (float32), ``chips`` (M, 4) float32 and ``is_negative`` (bool), ordered by image (as in
+        ``jobs``), scale, epoch, positives first, then greedy order.
     """
-    out = []
-    min_props = params.min_proposals()
-    for s, (entry, valid_range) in enumerate(zip(params.scales, params.valid_ranges)):
-        scale = resolve_scale(entry, image_size, params.chip_size)
-        props = None if proposals is None or s >= len(proposals) else proposals[s]
-        if props is not None and len(props):
-            props = np.asarray(props, np.float32).reshape(-1, 4)
-            props = props[off_object_proposals(props, boxes)]  # parts of objects are no clutter
-        for e in range(epochs):
-            pos = positive_chips(boxes, image_size, scale, valid_range, params.chip_size, params.stride,
-                                 seed=[seed, e, index, s])
-            out.append((e, s, scale, pos, False))
-            if props is not None and len(props):
-                neg = negative_chips(props, image_size, scale, params.chip_size, params.stride, pos,
-                                     min_props[s], seed=[seed, e, index, s, 1], valid_range=valid_range)
-                out.append((e, s, scale, neg, True))
-    return out
+    num_scales = len(params.scales)
+    sizes = np.asarray([j[0] for j in jobs], np.float64).reshape(-1, 2)
+    index = np.asarray([j[2] for j in jobs], np.int64)
+    scales = np.stack([np.broadcast_to(resolve_scale(entry, (sizes[:, 0], sizes[:, 1]), params.chip_size),
+                                       len(jobs)) for entry in params.scales], axis=1).astype(np.float64)
+
+    def problems(boxes, image, valid):
+        """Covers of the (image, scale) pairs with a valid box, one per epoch: box rows, problem of
+        each row, and per problem (image, scale index, epoch)."""
+        b, s = np.nonzero(valid)
+        pair, pair_of_box = np.unique(image[b] * num_scales + s, return_inverse=True)
+        e = np.arange(epochs)
+        rows = np.repeat(b, epochs)
+        problem = (np.repeat(pair_of_box, epochs) * epochs + np.tile(e, len(b)))
+        img, sc = np.repeat(pair // num_scales, epochs), np.repeat(pair % num_scales, epochs)
+        return boxes[rows], problem, (img, sc, np.tile(e, len(pair)))
+
+    def seeds(img, sc, ep, *extra):
+        return np.stack([np.full(len(img), seed), ep, index[img], sc] + [np.full(len(img), x) for x in extra], 1)
+
+    boxes = np.concatenate([j[1] for j in jobs] + [np.zeros((0, 4), np.float32)]).astype(np.float32)
+    image = np.repeat(np.arange(len(jobs)), [len(j[1]) for j in jobs])
+    valid = np.stack([in_valid_range(boxes, vr) for vr in params.valid_ranges], axis=1)
+    pos = []
+    for s in range(num_scales):  # one call per scale: the covers of a call are padded to its largest
+        only_s = np.zeros_like(valid)
+        only_s[:, s] = valid[:, s]
+        rows, problem, (img, sc, ep) = problems(boxes, image, only_s)
+        p, chips = batch_positive_chips(rows, problem, sizes[img], scales[img, sc], params.chip_size,
+                                        params.stride, seeds(img, sc, ep))
+        pos.append((img[p], sc[p], ep[p], chips))
+    img, sc, ep, pos_chips = (np.concatenate(c) for c in zip(*pos))
+    out = [(img, sc, ep, pos_chips, np.zeros(len(img), bool))]
+
+    # Negatives: proposals mostly off the objects (parts of objects are no clutter), in range.
+    props, prop_image, prop_valid = [], [], []
+    for i, job in enumerate(jobs):
+        for s, p in enumerate(job[3] or ()):
+            if p is None or not len(p) or s >= num_scales:
+                continue
+            p = p[off_object_proposals(p, job[1])]
+            props.append(p)
+            prop_image.append(np.full(len(p), i))
+            prop_valid.append(np.zeros((len(p), num_scales), bool))
+            prop_valid[-1][:, s] = in_valid_range(p, params.valid_ranges[s])
+    if props:
+        rows, problem, (nimg, nsc, nep) = problems(np.concatenate(props), np.concatenate(prop_image),
+                                                   np.concatenate(prop_valid))
+        # The positive chips of the same (image, scale, epoch), numbered as the negative problems.
+        neg_key = (nimg * num_scales + nsc) * epochs + nep
+        pos_key = (img * num_scales + sc) * epochs + ep
+        at = np.minimum(np.searchsorted(neg_key, pos_key), max(len(neg_key) - 1, 0))
+        same = neg_key[at] == pos_key if len(neg_key) else np.zeros(len(pos_key), bool)
+        min_props = np.asarray(params.min_proposals(), np.int64)[nsc]
+        neg_p, neg_chips = batch_negative_chips(rows, problem, sizes[nimg], scales[nimg, nsc], params.chip_size,
+                                                params.stride, (at[same], pos_chips[same]), min_props,
+                                                seeds(nimg, nsc, nep, 1))
+        out.append((nimg[neg_p], nsc[neg_p], nep[neg_p], neg_chips, np.ones(len(neg_p), bool)))
+
+    img, sc, ep, chips, neg = (np.concatenate(c) for c in zip(*out))
+    order = np.argsort(((img * num_scales + sc) * epochs + ep) * 2 + neg, kind="stable")
+    return {"image_index": index[img][order].astype(np.int32), "epoch": ep[order].astype(np.int32),
+            "scale_index": sc[order].astype(np.int32), "scale": scales[img, sc][order].astype(np.float32),
+            "chips": chips[order].astype(np.float32).reshape(-1, 4), "is_negative": neg[order]}
 
 
-def _plan_job(job):
-    return plan_image(*job)
+def _plan_chunk(job):
+    chunk, params, epochs, seed = job
+    return plan_images(chunk, params, epochs, seed)
 
 
-def _jobs(records, params, epochs, seed, proposals, dropped):
-    """Per image: clean boxes and proposals once (counting drops in ``dropped``), then the job."""
-    for i, r in enumerate(records):
+def _clean_inputs(records, indices, proposals, dropped):
+    """Per image of ``indices``: ``(image_size, boxes, index, proposals)`` with the boxes (crowd ones
+    left out) and proposals cleaned once, counting what was dropped or clipped in ``dropped``."""
+    jobs = []
+    for i in indices:
+        r = records[i]
         size = (r["height"], r["width"])
         boxes = non_crowd_boxes(r)
         boxes, keep, counts = sanitize_boxes(boxes, size)
@@ -229,11 +297,31 @@ def _jobs(records, params, epochs, seed, proposals, dropped):
                 dropped.update({"proposals " + k: v for k, v in counts.items()})
                 cleaned.append(p[keep_p])
             props = cleaned
-        yield size, boxes[keep], i, params, epochs, seed, props
+        jobs.append((size, boxes[keep], i, props))
+    return jobs
+
+
+def _chunks(jobs, problems_per_image, workers):
+    """Groups of images planned in one call: images of similar box counts together (the covers of a
+    call are padded to its largest), each group's padded score arrays about ``_CELLS_PER_CHUNK``
+    cells at most, and at most ``_MAX_IMAGES_PER_CHUNK`` images (fewer with ``workers`` processes,
+    so that each gets several groups)."""
+    cells, max_images = _CELLS_PER_CHUNK, _MAX_IMAGES_PER_CHUNK
+    if workers > 0:
+        max_images = min(max_images, max(16, -(-len(jobs) // (4 * workers))))
+    props = [max([len(p) for p in j[3] or () if p is not None], default=0) for j in jobs]
+    cost = problems_per_image * ((np.asarray([len(j[1]) for j in jobs]) + 1) ** 2 + (np.asarray(props) + 1) ** 2)
+    chunks, current = [], []
+    for k in np.argsort(cost, kind="stable"):
+        if current and ((len(current) + 1) * cost[k] > cells or len(current) >= max_images):
+            chunks.append(current)
+            current = []
+        current.append(jobs[k])
+    return chunks + [current] if current else chunks
 
 
 def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, proposals_id=None,
-               progress=True):
+               progress=True, shard=None):
     """Plan every image of a data set for ``epochs`` epochs at all scales.
 
     Args:
@@ -248,9 +336,12 @@ def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, pro
         proposals_id (str or None): identifies the proposals in the config hash; None = a digest of
             ``proposals`` (see :func:`proposals_digest`).
         progress (bool): show a tqdm bar.
+        shard (tuple[int, int] or None): ``(rank, world)``: plan only the images whose index is
+            ``rank`` modulo ``world`` (one process's share; :func:`merge_plans` joins the shares
+            into the plan of all images). None: all images.
 
     Returns:
-        ChipPlan
+        ChipPlan (``image_index`` indexes ``records`` also when sharded)
     """
     from tqdm import tqdm
 
@@ -258,40 +349,69 @@ def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, pro
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if proposals_id is None:
         proposals_id = proposals_digest(proposals)
+    rank, world = (0, 1) if shard is None else (int(shard[0]), int(shard[1]))
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {shard} is not a (rank, world) pair with 0 <= rank < world")
+    indices = range(rank, len(records), world)
     dropped = Counter()
-    jobs = _jobs(records, params, epochs, seed, proposals, dropped)
-    bar = dict(total=len(records), desc="planning chips", unit="img", disable=not progress)
-    if num_workers > 0 and len(records) >= _MIN_IMAGES_PER_POOL:
-        chunk = max(1, min(64, len(records) // (8 * num_workers)))
-        # Workers run numpy only, so forking (as torch's DataLoader does) is safe and starts in
-        # milliseconds; "spawn" would re-import the caller's main module (torch, detectron2) per worker.
-        method = "fork" if "fork" in get_all_start_methods() else "spawn"
-        with get_context(method).Pool(num_workers) as pool:
-            results = list(tqdm(pool.imap(_plan_job, jobs, chunksize=chunk), **bar))
-    else:
-        results = [_plan_job(j) for j in tqdm(jobs, **bar)]
+    pool = num_workers > 0 and len(indices) >= _MIN_IMAGES_PER_POOL
+    chunks = _chunks(_clean_inputs(records, indices, proposals, dropped), epochs * len(params.scales),
+                     num_workers if pool else 0)
+    jobs = [(c, params, epochs, seed) for c in chunks]
+    with tqdm(total=len(indices), desc="planning chips", unit="img", disable=not progress) as bar:
+        if pool:
+            # Workers run numpy only, so forking (as torch's DataLoader does) is safe and starts in
+            # milliseconds; "spawn" would re-import the caller's main module (torch, detectron2) per worker.
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
+            with get_context(method).Pool(num_workers) as pool:
+                results = []
+                for job, result in zip(jobs, pool.imap(_plan_chunk, jobs)):
+                    results.append(result)
+                    bar.update(len(job[0]))
+        else:
+            results = []
+            for job in jobs:
+                results.append(_plan_chunk(job))
+                bar.update(len(job[0]))
 
     if dropped:
         detail = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items()))
         logger.warning(f"planning: dropped or clipped {detail}")
-    columns = [[] for _ in range(6)]
-    for i, image_rows in enumerate(results):
-        for e, s, scale, chips, neg in image_rows:
-            k = len(chips)
-            for col, value in zip(columns, (np.full(k, e, np.int32), np.full(k, i, np.int32),
-                                            np.full(k, s, np.int32), np.full(k, scale, np.float32),
-                                            chips.reshape(-1, 4), np.full(k, neg, bool))):
-                col.append(value)
-    empty = (np.int32, np.int32, np.int32, np.float32, np.float32, bool)
-    cat = [np.concatenate(col) if col else np.zeros((0, 4) if j == 4 else 0, empty[j])
-           for j, col in enumerate(columns)]
-    order = np.argsort(cat[0], kind="stable")  # group by epoch; image order inside
-    cat = [c[order] for c in cat]
-    return ChipPlan(
-        epoch=cat[0], image_index=cat[1], scale_index=cat[2], scale=cat[3],
-        chips=cat[4].astype(np.float32).reshape(-1, 4), is_negative=cat[5],
-        epochs=int(epochs), config_hash=plan_config_hash(params, epochs, seed, proposals_id),
-        dataset_hash=dataset_hash(records))
+    return _concatenate(results, epochs, plan_config_hash(params, epochs, seed, proposals_id), dataset_hash(records))
+
+
+def merge_plans(parts):
+    """The plan of all images from the shares of :func:`build_plan` (``shard=(rank, world)``).
+
+    The result equals the plan built in one process: same chips, same order (by epoch, then
+    image, then the order of :func:`plan_images`).
+
+    Args:
+        parts (list[ChipPlan]): the shares of ranks 0..world-1, of the same data set and settings.
+
+    Raises:
+        ValueError: the shares were planned with other settings or data.
+    """
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.epochs, p.config_hash, p.dataset_hash) != (first.epochs, first.config_hash, first.dataset_hash):
+            raise ValueError(f"chip plan shares disagree: epochs/config/data set hash {p.epochs}/{p.config_hash}/"
+                             f"{p.dataset_hash} != {first.epochs}/{first.config_hash}/{first.dataset_hash}")
+    # The rows of one (epoch, image) come from one share, already in plan_images order.
+    return _concatenate([{k: getattr(p, k) for k in _ARRAYS} for p in parts], first.epochs, first.config_hash,
+                        first.dataset_hash)
+
+
+def _concatenate(results, epochs, config_hash, data_hash):
+    """One ChipPlan from the :func:`plan_images` rows of some chunks of images: grouped by epoch,
+    then image (stable: the order of :func:`plan_images` within an image)."""
+    empty = {"image_index": np.int32, "epoch": np.int32, "scale_index": np.int32, "scale": np.float32,
+             "chips": np.float32, "is_negative": bool}
+    cols = {k: np.concatenate([r[k] for r in results] + [np.zeros((0, 4) if k == "chips" else 0, t)]).astype(t)
+            for k, t in empty.items()}
+    order = np.lexsort((cols["image_index"], cols["epoch"]))
+    return ChipPlan(epochs=int(epochs), config_hash=config_hash, dataset_hash=data_hash,
+                    **{k: v[order] for k, v in cols.items()})
 
 
 _ARRAYS = ("epoch", "image_index", "scale_index", "scale", "chips", "is_negative")
@@ -353,12 +473,38 @@ def _mismatch_reason(header, params, epochs, seed, want_config, want_data):
     return f"it was made with other settings ({detail}; config hash {header['config_hash']} != {want_config})"
 
 
+def load_matching_plan(path, records, params, epochs, seed, proposals_id):
+    """The plan at ``path`` if it matches (config, data, epochs, seed, proposals), else None.
+
+    Logs why a plan must be built (no file, a damaged file, other settings or data).
+    ``proposals_id`` as in :func:`build_plan` (:func:`proposals_digest` of the proposals).
+    """
+    path = os.fspath(path)
+    want_config = plan_config_hash(params, epochs, seed, proposals_id)
+    want_data = dataset_hash(records)
+    if not os.path.exists(path):
+        logger.info(f"no chip plan at {path}: building it")
+        return None
+    try:
+        header, plan = _read_plan(path)
+    except ArtifactError as e:
+        logger.warning(f"rebuilding the chip plan: {e}")
+        return None
+    if plan.config_hash == want_config and plan.dataset_hash == want_data:
+        logger.info(f"loaded chip plan {path}: {len(plan)} chips, {plan.epochs} epochs")
+        return plan
+    reason = _mismatch_reason(header, params, epochs, seed, want_config, want_data)
+    logger.warning(f"rebuilding the chip plan {path}: {reason}")
+    return None
+
+
 def load_or_build_plan(path, records, params, epochs, seed, num_workers=0, proposals=None,
                        proposals_id=None, progress=True):
     """The plan at ``path`` if it matches (config, data, epochs, seed, proposals); else build and save it.
 
     A missing, damaged or stale file is rebuilt (atomically replaced) and the reason logged.
-    Arguments as in :func:`build_plan`.
+    Arguments as in :func:`build_plan`. (Several training processes share the work through
+    :func:`sniper_d2.data.plan_sharing.load_or_build_plan_distributed`.)
 
     Returns:
         ChipPlan
@@ -366,21 +512,9 @@ def load_or_build_plan(path, records, params, epochs, seed, num_workers=0, propo
     path = os.fspath(path)
     if proposals_id is None:
         proposals_id = proposals_digest(proposals)
-    want_config = plan_config_hash(params, epochs, seed, proposals_id)
-    want_data = dataset_hash(records)
-    if os.path.exists(path):
-        try:
-            header, plan = _read_plan(path)
-        except ArtifactError as e:
-            logger.warning(f"rebuilding the chip plan: {e}")
-        else:
-            if plan.config_hash == want_config and plan.dataset_hash == want_data:
-                logger.info(f"loaded chip plan {path}: {len(plan)} chips, {plan.epochs} epochs")
-                return plan
-            reason = _mismatch_reason(header, params, epochs, seed, want_config, want_data)
-            logger.warning(f"rebuilding the chip plan {path}: {reason}")
-    else:
-        logger.info(f"no chip plan at {path}: building it")
+    plan = load_matching_plan(path, records, params, epochs, seed, proposals_id)
+    if plan is not None:
+        return plan
     plan = build_plan(records, params, epochs, seed, num_workers=num_workers, proposals=proposals,
                       proposals_id=proposals_id, progress=progress)
     save_plan(path, plan, params=params, seed=seed)

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sniper_d2.chips import (boxes_inside, chip_extent, negative_chips, off_object_proposals, positive_chips,
-                             resolve_scale)
+from sniper_d2.chips import (batch_positive_chips, boxes_inside, chip_extent, in_valid_range, negative_chips,
+                             off_object_proposals, positive_chips, resolve_scale)
+from sniper_d2.coco import sanitize_boxes
 from sniper_d2.config import FIT_SCALE
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -285,3 +286,27 @@ def test_every_negative_chip_holds_enough_proposals_outside_positives(data_seed,
     counts = np.bincount(first[first >= 0], minlength=len(chips))
     assert (counts >= min_props).all()
     assert (np.diff(counts) <= 0).all()
+
+
+@SETTINGS
+@given(st.lists(scenes(max_side=3000, max_boxes=30), min_size=1, max_size=4), st.integers(0, 1000))
+def test_a_batch_gives_each_problem_the_chips_of_its_own_call(problems, seed):
+    """Covers planned together (as the planner batches images, scales and epochs) do not affect
+    each other: each problem gets exactly what positive_chips gives it alone."""
+    chip_size, stride = problems[0][4], problems[0][5]
+    boxes, owner, sizes, scales, seeds, alone = [], [], [], [], [], []
+    for q, (b, size, scale, valid_range, _, _) in enumerate(problems):
+        s = None if (seed + q) % 3 == 0 else [seed, q]
+        alone.append(positive_chips(b, size, scale, valid_range, chip_size, stride, seed=s))
+        clipped, keep, _ = sanitize_boxes(b, size)
+        b = clipped[keep][in_valid_range(clipped[keep], valid_range)]
+        boxes.append(b)
+        owner.append(np.full(len(b), q))
+        sizes.append(size)
+        scales.append(scale)
+        seeds.append(s)
+    problem, chips = batch_positive_chips(np.concatenate(boxes), np.concatenate(owner), sizes, scales,
+                                          chip_size, stride, seeds)
+    assert (np.diff(problem) >= 0).all()
+    for q, want in enumerate(alone):
+        np.testing.assert_array_equal(chips[problem == q], want)

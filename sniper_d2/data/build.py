@@ -8,9 +8,10 @@ from detectron2.utils import comm
 
 from ..coco import DatasetError
 from ..config import ConfigError
-from ..plans import PlanParams, load_or_build_plan
+from ..plans import PlanParams
 from .chip_dataset import ChipStreamSpec, build_chip_train_loader
 from .datasets import load_records_for_dataset, records_to_dataset_dicts
+from .plan_sharing import load_or_build_plan_distributed
 
 __all__ = ["default_plan_path", "build_sniper_train_loader", "load_training_plan", "ResumableTrainLoader"]
 
@@ -38,7 +39,7 @@ def training_records(cfg):
 
 
 def load_training_plan(cfg, records):
-    """Load the chip plan matching (config, data), building it on rank 0 first if needed."""
+    """Load the chip plan matching (config, data), or build it with every process planning its share."""
     params = PlanParams.from_cfg(cfg)
     proposals = None
     if cfg.SNIPER.NEG.PROPOSALS_FILE:
@@ -46,12 +47,8 @@ def load_training_plan(cfg, records):
 
         proposals = load_proposals_for_records(cfg.SNIPER.NEG.PROPOSALS_FILE, records, cfg.SNIPER.SCALES)
     path = default_plan_path(cfg)
-    kwargs = dict(epochs=cfg.SNIPER.PLAN.EPOCHS, seed=cfg.SNIPER.PLAN.SEED, proposals=proposals)
-    if comm.get_rank() == 0:
-        plan = load_or_build_plan(path, records, params, num_workers=cfg.SNIPER.PLAN.NUM_WORKERS, **kwargs)
-    comm.synchronize()
-    if comm.get_rank() != 0:
-        plan = load_or_build_plan(path, records, params, num_workers=0, **kwargs)
+    plan = load_or_build_plan_distributed(path, records, params, cfg.SNIPER.PLAN.EPOCHS, cfg.SNIPER.PLAN.SEED,
+                                          num_workers=cfg.SNIPER.PLAN.NUM_WORKERS, proposals=proposals)
     source = "SNIPER.PLAN.FILE" if cfg.SNIPER.PLAN.FILE else "default path; set SNIPER.PLAN.FILE to use another"
     logger.info(f"training on chip plan {os.path.abspath(path)} ({source}): {len(plan)} chips, {plan.epochs} epochs")
     return plan, params
