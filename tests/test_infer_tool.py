@@ -2,7 +2,8 @@
 (XYWH, the data set's category ids), drawn images are written under unique names, unreadable
 files are skipped with a warning naming them, and --confidence-threshold filters.
 
-The oracle is registered as a detectron2 meta-architecture, so the tool builds and loads it like
+The oracle (tests/infer_oracle.py: score (class + 1) / 3, so a threshold of 0.5 keeps classes 1
+and 2 only) is registered as a detectron2 meta-architecture, so the tool builds and loads it like
 any model (MODEL.META_ARCHITECTURE, MODEL.WEIGHTS).
 """
 
@@ -16,33 +17,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import Boxes, Instances
-
-from test_stitching_oracle import make_dataset, visible_rectangles
+from infer_oracle import FolderOracle  # registers the oracle meta-architecture
+from test_stitching_oracle import make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@META_ARCH_REGISTRY.register()
-class InferToolOracle(torch.nn.Module):
-    """The coloured rectangles visible in each tile; score (class + 1) / 3, so a threshold of 0.5
-    keeps classes 1 and 2 only."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))  # something for the checkpoint to hold
-
-    def forward(self, inputs):
-        outputs = []
-        for item in inputs:
-            boxes, classes = visible_rectangles(item["image"].permute(1, 2, 0).numpy())
-            inst = Instances((item["height"], item["width"]))
-            inst.pred_boxes = Boxes(torch.as_tensor(boxes))
-            inst.scores = torch.as_tensor((classes + 1) / 3.0, dtype=torch.float32)
-            inst.pred_classes = torch.as_tensor(classes)
-            outputs.append({"instances": inst})
-        return outputs
 
 
 def load_tool():
@@ -62,8 +40,8 @@ def setup(tmp_path_factory):
     shutil.copy(root / "data" / "0.png", images / "0.png")
     shutil.copy(root / "data" / "1.png", images / "sub" / "0.png")  # same stem as in/0.png
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    torch.save({"model": InferToolOracle(None).state_dict()}, root / "oracle.pth")
-    opts = ["MODEL.META_ARCHITECTURE", "InferToolOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
+    torch.save({"model": FolderOracle(None).state_dict()}, root / "oracle.pth")
+    opts = ["MODEL.META_ARCHITECTURE", "FolderOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
             "SNIPER.REGISTER_COCO", f'(("infer_tool_gt", "{gt_path}", ""),)', "DATASETS.TEST", '("infer_tool_gt",)',
             "SNIPER.TEST.SCALES", "(2.0, 1.0, 0.5)", "SNIPER.TEST.VALID_RANGES", "((0, 40), (30, 120), (100, -1))",
             "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0"]
