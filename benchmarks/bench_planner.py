@@ -37,6 +37,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.chips import boxes_inside, chip_extent, off_object_proposals, positive_chips, resolve_scale  # noqa: E402
+# Input checks and the fallback chip's placement are unchanged since the reference: call them, don't copy them.
+from sniper_d2.chips import _check_args as ref_check_args  # noqa: E402
+from sniper_d2.chips import _clean_boxes as ref_clean_boxes  # noqa: E402
+from sniper_d2.chips import _inner_start as ref_inner_start  # noqa: E402
 from sniper_d2.coco import sanitize_boxes  # noqa: E402
 from sniper_d2.config import FIT_SCALE  # noqa: E402
 from sniper_d2.plans import ChipPlan, PlanParams, build_plan, dataset_hash, plan_config_hash, proposals_digest  # noqa: E402
@@ -194,33 +198,6 @@ def ref_fallback_chips(boxes, grid):
         chips.append(chip)
         pending &= ~boxes_inside(boxes, chip[None])[:, 0]
     return np.stack(chips) if chips else np.zeros((0, 4), np.float32)
-
-
-def ref_inner_start(b0, b1, chip_len, length):
-    """Middle of the chip starts that keep [b0, b1] inside the chip and the chip inside the image."""
-    lo = max(b1 - chip_len, 0.0)
-    hi = min(b0, length - chip_len)
-    return 0.5 * (lo + max(hi, lo))
-
-
-def ref_check_args(image_size, scale, chip_size, stride):
-    h, w = image_size
-    if not (h > 0 and w > 0):
-        raise ValueError(f"image_size must be positive (height, width), got {tuple(image_size)}")
-    if not (float(scale) > 0 and math.isfinite(float(scale))):
-        raise ValueError(f"scale must be a positive resize factor, got {scale} (resolve FIT_SCALE "
-                         "with resolve_scale first)")
-    if not (chip_size > 0 and stride > 0):
-        raise ValueError(f"chip_size and stride must be positive, got {chip_size}, {stride}")
-
-
-def ref_clean_boxes(boxes, image_size, what):
-    """Clip to the image; drop NaN/inf, empty or outside boxes, with one warning counting them."""
-    clipped, keep, counts = sanitize_boxes(boxes, image_size)
-    if counts:
-        detail = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
-        logger.warning(f"{what}: dropped or clipped boxes of a {image_size[1]}x{image_size[0]} image: {detail}")
-    return clipped[keep]
 
 
 def ref_upper_bound(hi):
