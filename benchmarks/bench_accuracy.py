@@ -14,8 +14,9 @@ at a time), ``tools/dump_proposals.py`` dumps the weak detector's proposals. Per
    with negative chips mined from its proposals: the same figures;
 3. scale count: the suggestion against one fixed scale fewer and one more (``--num-scales``), on the
    synthetic set (the suggestion's run is step 1's) and on the generated dense single-band set (one
-   class, 60-80 objects of 8-110 px per 700-800 px image). Where the suggestion has one scale,
-   "one fewer" is impossible: only one more is trained.
+   class, 60-80 objects of 8-110 px per 700-800 px image; the rule suggests two scales there, its
+   minimum, so one and three are trained against it). Where a suggestion has one scale (only with
+   ``min_scales=1``), "one fewer" is impossible: only one more is trained.
 
 Runs go study by study (all seeds of step 1, then of step 2, then of step 3), the tables are printed
 and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json`` exists is read

@@ -151,6 +151,20 @@ def test_dense_single_band_set_gets_no_empty_scale_and_a_lower_cost_or_the_note(
     cost = stats.estimate_cost(recs, s)
     report = stats.cost_report(cost, s)
     assert cost["sniper"] < 0.5 * cost["pyramid"] or report[-1].startswith("NOTE: SNIPER saves little here")
+    # One band would hold them all, yet two scales are suggested (one trained clearly worse than two
+    # on this data, docs/planning.md), sqrt(W) apart, the coarser holding many objects.
+    assert len(s.scales) == 2, s
+    assert s.scales[0] / s.scales[1] == pytest.approx(np.sqrt(s.band[1] / s.band[0]), rel=0.02)
+    one = stats.suggest_sniper_params(absolute, stats.image_sizes(recs), anchors, chip, min_scales=1)
+    assert len(one.scales) == 1 and one.scales[0] >= s.scales[0]  # centres the span: no finer than s_fine
+
+
+def test_the_minimum_second_scale_is_dropped_when_it_would_hold_almost_nothing():
+    rng = np.random.default_rng(0)
+    absolute = rng.uniform(20.0, 24.0, 500)  # a narrow band: a scale sqrt(W) coarser holds no object
+    s = stats.suggest_sniper_params(absolute, [[1000, 1000]] * 10, (16, 32, 64, 128, 256), 256)
+    assert len(s.scales) == 1 and min(s.fractions) > 0.99, s
+    assert any(line.startswith("dropped ") for line in s.explanation)
 
 
 def test_scale_count_can_be_asked_for_and_the_suggestion_is_the_fewest_that_cover():

@@ -56,7 +56,8 @@ def parse_args(argv=None):
                    help="a scale holding a smaller fraction of the objects is dropped when others cover them "
                         "(default: %(default)s)")
     p.add_argument("--num-scales", type=int,
-                   help="fixed scales before dropping (default: the fewest that put every object in the band)")
+                   help="fixed scales before dropping (default: the fewest that put every object in the band, at least 2: "
+                        "one scale trained clearly worse than two on dense data, docs/planning.md)")
     p.add_argument("--sample-images", type=int, default=200,
                    help="images planned with the real planner to measure chips per image (default: %(default)s)")
     p.add_argument("--output-dir", default="output/scale_stats", help="folder for the outputs (default: %(default)s)")
