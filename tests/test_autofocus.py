@@ -13,8 +13,9 @@ from detectron2.structures import Boxes, Instances
 from torchvision.ops import box_iou
 
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+from sniper_d2.geometry import tile_windows
 from sniper_d2.inference.autofocus import (focus_chips, focus_components, full_inference_pixels, grow_boxes,
-                                           merge_overlapping)
+                                           merge_overlapping, region_windows)
 from sniper_d2.modeling.focus import focus_labels
 
 
@@ -106,6 +107,23 @@ def test_focus_chips_map_to_the_next_scale_grow_merge_and_stay_inside():
     assert sorted(map(tuple, chips2.tolist())) == [(56, 56, 120, 120), (168, 56, 232, 120), (416, 256, 480, 320)]
     assert chips2.dtype == np.int64
     assert focus_chips(np.zeros((20, 30)), 4, 0.5, 0.5, 1, 1.0, (160, 240), 64).shape == (0, 4)
+
+
+def test_region_windows_cover_each_region_inside_it_and_come_ordered_by_size():
+    regions = np.array([[0, 0, 700, 300], [800, 0, 1056, 256], [100, 400, 400, 640]])
+    windows = region_windows(regions, 512, 128)
+    sides = np.stack([windows[:, 3] - windows[:, 1], windows[:, 2] - windows[:, 0]], 1)
+    assert (np.diff(sides[:, 0]) >= 0).all()  # by height, then width
+    assert all((np.diff(sides[h == sides[:, 0], 1]) >= 0).all() for h in np.unique(sides[:, 0]))
+    assert (sides <= 512).all()
+    for r in regions:  # the windows inside a region cover it exactly (as tiling that region alone)
+        own = windows[(windows[:, 0] >= r[0]) & (windows[:, 1] >= r[1]) & (windows[:, 2] <= r[2]) & (windows[:, 3] <= r[3])]
+        mask = np.zeros((r[3] - r[1], r[2] - r[0]), bool)
+        for x0, y0, x1, y1 in (own - [r[0], r[1], r[0], r[1]]).tolist():
+            mask[y0:y1, x0:x1] = True
+        assert mask.all()
+    assert len(windows) == sum(len(tile_windows((r[3] - r[1], r[2] - r[0]), 512, 128)) for r in regions)
+    assert region_windows(np.zeros((0, 4)), 512, 128).shape == (0, 4)
 
 
 # ------------------------------------------------------------------------------------------------

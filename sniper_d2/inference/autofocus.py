@@ -22,7 +22,7 @@ from ..chips import resolve_scale
 from ..geometry import tile_windows
 
 __all__ = ["focus_components", "grow_boxes", "merge_overlapping", "focus_chips", "stitch_focus_map",
-           "autofocus_predict", "full_inference_pixels", "draw_focus"]
+           "region_windows", "autofocus_predict", "full_inference_pixels", "draw_focus"]
 
 
 def focus_components(focus_map, threshold, dilation):
@@ -149,11 +149,23 @@ def stitch_focus_map(windows, outputs, scaled_size):
     return full, stride
 
 
-def _region_windows(regions, tile_size, overlap):
-    """Tile windows covering each region ((K, 4) int XYXY scaled pixels): (T, 4) int64."""
+def region_windows(regions, tile_size, overlap):
+    """Tile windows covering each region.
+
+    Args:
+        regions: (K, 4) int XYXY scaled pixels (focus chips). tile_size, overlap: scaled pixels.
+
+    Returns:
+        (T, 4) int64 XYXY scaled pixels: each region tiled as a whole image is
+        (:func:`~sniper_d2.geometry.tile_windows`), all regions' windows ordered by (height, width), so
+        that a batch of tiles holds similar sizes (the model pads a batch to its largest tile).
+    """
     windows = [tile_windows((r[3] - r[1], r[2] - r[0]), tile_size, overlap) + np.array([r[0], r[1], r[0], r[1]])
                for r in np.asarray(regions, np.int64).reshape(-1, 4)]
-    return np.concatenate(windows) if windows else np.zeros((0, 4), np.int64)
+    if not windows:
+        return np.zeros((0, 4), np.int64)
+    windows = np.concatenate(windows)
+    return windows[np.lexsort((windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1]))]
 
 
 def full_inference_pixels(image_size, params):
@@ -201,7 +213,7 @@ def autofocus_predict(predictor, image):
             windows = tile_windows(scaled, p.tile_size, p.tile_overlap)
             chips_orig[s_idx] = np.array([[0.0, 0.0, w, h]])
         else:
-            windows = _region_windows(regions, p.tile_size, p.tile_overlap)
+            windows = region_windows(regions, p.tile_size, p.tile_overlap)
             chips_orig[s_idx] = regions / scale
         raw = []
         parts.append(predictor.detect_windows(image, s_idx, windows, scale=scale, raw_outputs=raw))
