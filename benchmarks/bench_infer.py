@@ -21,6 +21,7 @@ Example:
 """
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -36,6 +37,7 @@ import sniper_d2.modeling  # noqa: E402,F401  (registers the SNIPER heads, for S
 from sniper_d2.cli import setup_cfg  # noqa: E402
 from sniper_d2.image_io import read_image  # noqa: E402
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams  # noqa: E402
+from sniper_d2.inference.fast_model import prepare_for_inference  # noqa: E402
 from sniper_d2.inference.pipeline import ImageTask, build_tile_loader, run_tiled_inference  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, render_image  # noqa: E402
 
@@ -72,18 +74,23 @@ def main(argv=None):
         weights = os.path.join(work, "random_init.pth")
         torch.save({"model": model.state_dict()}, weights)
     overlap_px = int(args.overlap * args.tile)
-    params = replace(TiledInferenceParams.from_cfg(cfg), scales=(1.0, -1.0), valid_ranges=((0.0, -1.0), (0.0, -1.0)),
-                     tile_size=args.tile, fit_size=args.tile, tile_overlap=overlap_px, score_thresh=args.confidence)
+    base = replace(TiledInferenceParams.from_cfg(cfg), tile_size=args.tile, fit_size=args.tile,
+                   tile_overlap=overlap_px, score_thresh=args.confidence, tile_batch_size=args.batch)
+    # "tiles + whole image": scale 1 tiles plus the fit scale (SAHI's default perform_standard_pred=True);
+    # "tiles only": scale 1 tiles (SAHI's perform_standard_pred=False). No range filter at either scale.
+    params = {"whole": replace(base, scales=(1.0, -1.0), valid_ranges=((0.0, -1.0), (0.0, -1.0))),
+              "tiles": replace(base, scales=(1.0,), valid_ranges=((0.0, -1.0),))}
     spec = SyntheticSpec(num_images=1, min_side_px=args.side, max_side_px=args.side, seed=7)
     image_path = os.path.join(work, "scene.jpg")
     cv2.imwrite(image_path, render_image(spec, 0)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
-    predictors = {b: MultiScaleTiledPredictor(model, replace(params, tile_batch_size=b)) for b in (1, args.batch)}
-    n_tiles = sum(len(w) for _, _, w in predictors[1].scale_windows((args.side, args.side)))
+    # Ours runs the model as tools/infer.py does: batch norms folded, channels-last weights on the CPU.
+    fast = prepare_for_inference(copy.deepcopy(model))
+    predictors = {k: MultiScaleTiledPredictor(fast, v) for k, v in params.items()}
+    n_tiles = {k: sum(len(w) for _, _, w in p.scale_windows((args.side, args.side))) for k, p in predictors.items()}
 
-    def pipeline():
-        loader = build_tile_loader([ImageTask(0, image_path)], predictors[args.batch], cfg.INPUT.FORMAT,
-                                   num_workers=args.workers)
-        return sum(len(det["boxes"]) for _, det, _, _ in run_tiled_inference(predictors[args.batch], loader))
+    def pipeline(predictor):
+        loader = build_tile_loader([ImageTask(0, image_path)], predictor, cfg.INPUT.FORMAT, num_workers=args.workers)
+        return sum(len(det["boxes"]) for _, det, _, _ in run_tiled_inference(predictor, loader))
 
     def sync():
         if args.device == "cuda":
@@ -97,10 +104,15 @@ def main(argv=None):
         return time.perf_counter() - start, out
 
     # Every variant reads the JPEG itself: decoding is part of the work.
-    variants = {f"ours, pipeline ({args.workers} worker), {args.batch}/forward": pipeline,
-                f"ours, in one process, {args.batch}/forward":
-                    lambda: len(predictors[args.batch](read_image(image_path))["boxes"]),
-                "ours, in one process, 1/forward": lambda: len(predictors[1](read_image(image_path))["boxes"])}
+    ours = {"whole": f"ours, tiles + whole image ({args.workers} worker, {args.batch}/forward)",
+            "tiles": f"ours, tiles only ({args.workers} worker, {args.batch}/forward)"}
+    variants = {ours[k]: (lambda p=p: pipeline(p)) for k, p in predictors.items()}
+    as_loaded = MultiScaleTiledPredictor(model, params["tiles"])
+    variants["ours, tiles only, model as loaded (no folding, NCHW)"] = lambda: pipeline(as_loaded)
+    one = MultiScaleTiledPredictor(fast, replace(params["tiles"], tile_batch_size=1))
+    variants["ours, tiles only, in one process, 1/forward"] = lambda: len(one(read_image(image_path))["boxes"])
+    sahi_names = {"whole": "SAHI get_sliced_prediction, default (perform_standard_pred=True: tiles + whole image)",
+                  "tiles": "SAHI get_sliced_prediction, tiles only (perform_standard_pred=False)"}
     if not args.no_sahi:
         try:
             from sahi.models.detectron2 import Detectron2DetectionModel
@@ -115,13 +127,14 @@ def main(argv=None):
         sahi_model = Detectron2DetectionModel(config_path=cfg_path, model_path=weights, confidence_threshold=args.confidence,
                                               image_size=args.tile, device=args.device)
 
-        def sahi():
+        def sahi(standard):
             result = get_sliced_prediction(image_path, sahi_model, slice_height=args.tile, slice_width=args.tile,
                                            overlap_height_ratio=args.overlap, overlap_width_ratio=args.overlap,
-                                           perform_standard_pred=True, verbose=0)
+                                           perform_standard_pred=standard, verbose=0)
             return len(result.object_prediction_list)
 
-        variants["SAHI get_sliced_prediction"] = sahi
+        variants[sahi_names["whole"]] = lambda: sahi(True)
+        variants[sahi_names["tiles"]] = lambda: sahi(False)
     for fn in variants.values():  # warm-up
         fn()
     best, found = {}, {}
@@ -131,12 +144,17 @@ def main(argv=None):
             best[name] = min(best.get(name, float("inf")), seconds)
             found[name] = n
     print(f"{args.device}, {torch.get_num_threads()} threads: one {args.side}x{args.side} image, tiles {args.tile} px, "
-          f"overlap {overlap_px} px ({n_tiles} tiles incl. the whole-image pass), weights "
+          f"overlap {overlap_px} px ({n_tiles['tiles']} tiles, + 1 whole-image pass), weights "
           f"{args.weights or 'random'}; best of {args.rounds} alternating rounds")
-    reference = best.get("SAHI get_sliced_prediction", best["ours, in one process, 1/forward"])
     for name, seconds in best.items():
-        print(f"  {name:<40s} {seconds:7.2f} s/image  ({found[name]:4d} detections)  "
-              f"{reference / seconds:5.2f}x the speed of {'SAHI' if not args.no_sahi else 'one tile per forward'}")
+        print(f"  {name:<88s} {seconds:7.2f} s/image  ({found[name]:4d} detections)")
+    if not args.no_sahi:
+        for k, what in (("whole", "tiles + whole image (SAHI's default)"), ("tiles", "tiles only (equal tile work)")):
+            print(f"  {what}: ours {best[sahi_names[k]] / best[ours[k]]:.2f}x the speed of SAHI")
+    print(f"  ours batched vs one tile per forward, tiles only: "
+          f"{best['ours, tiles only, in one process, 1/forward'] / best[ours['tiles']]:.2f}x; "
+          f"prepared model vs as loaded: "
+          f"{best['ours, tiles only, model as loaded (no folding, NCHW)'] / best[ours['tiles']]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ def infer(args):
 
     import sniper_d2.modeling  # noqa: F401  (registers the heads)
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+    from sniper_d2.inference.fast_model import prepare_for_inference
     from sniper_d2.inference.folder import infer_files
 
     setup_logger(name="sniper_d2", distributed_rank=comm.get_rank())
@@ -103,7 +104,7 @@ def infer(args):
         raise ValueError("--draw-focus needs SNIPER.TEST.MODE autofocus (and a model with a focus head)")
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
+    prepare_for_inference(model)  # eval mode, batch norms folded into the convolutions, channels-last on CPU
     class_names, to_dataset_id = _categories(cfg)
     summary = infer_files(MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg)), files, args.output, cfg,
                           confidence_threshold=args.confidence_threshold, to_dataset_id=to_dataset_id,
