@@ -1,18 +1,27 @@
 #!/usr/bin/env python
-"""Tiled inference speed, side by side in one run: ours vs SAHI's ``get_sliced_prediction``; ours
-through the prefetching pipeline (tiles cut in a data-loader worker while the model runs), in one
-process, and one tile per forward pass.
+"""Tiled inference speed, side by side in one run: ours vs SAHI's ``get_sliced_prediction``.
 
 Equal work both ways: the same detector (the config's model with ``--weights``, or random weights
 saved to a temporary file), the same image (a synthetic ``--side`` x ``--side`` scene saved as a
-JPEG, which every variant reads itself), tiles of ``--tile`` px overlapping by ``--overlap`` of a tile (SAHI's ratio; ours in pixels,
-``int(ratio * tile)`` as SAHI computes it), plus one whole-image pass resized to the tile size (SAHI's
-``perform_standard_pred``, our fit scale). SAHI wraps the detector with its own
-``Detectron2DetectionModel(config_path, model_path, image_size=tile)`` (a detectron2
-``DefaultPredictor``, one tile per forward, ``ResizeShortestEdge`` to the tile size = no resize),
-merges with its default GREEDYNMM/IOS 0.5; ours keeps every size at both scales (no range filter),
-merges with SNIPER.TEST.MERGE_METHOD. Both keep detections scoring >= ``--confidence``. The variants
-alternate for ``--rounds`` rounds; each one's best round is printed.
+JPEG, which every variant reads itself), tiles of ``--tile`` px overlapping by ``--overlap`` of a
+tile (SAHI's ratio; ours in pixels, ``int(ratio * tile)`` as SAHI computes it: the same windows).
+Two comparisons, each labelled:
+
+- **tiles + whole image**: SAHI as users call it by default (``perform_standard_pred=True``: the
+  tiles, then the whole image resized to the tile size) against ours with scale 1 tiles plus the fit
+  scale (the whole image, long side = tile size);
+- **tiles only** (equal tile work): SAHI with ``perform_standard_pred=False`` against ours at scale 1.
+
+SAHI wraps the detector with its own ``Detectron2DetectionModel(config_path, model_path,
+image_size=tile)`` (a detectron2 ``DefaultPredictor``, one tile per forward, ``ResizeShortestEdge``
+to the tile size = no resize of a full tile) and merges with its default GREEDYNMM/IOS 0.5. Ours is
+what ``tools/infer.py`` runs: the prefetching pipeline (tiles cut in ``--workers`` data-loader
+worker while the model runs, ``--batch`` tiles per forward), the model prepared by
+``sniper_d2.inference.fast_model.prepare_for_inference`` (batch norms folded into the
+convolutions, channels-last weights on the CPU), every size kept at every scale (no range filter),
+SNIPER.TEST.MERGE_METHOD. Also timed: ours with the model as loaded, and ours in one process at one
+tile per forward (where the speed comes from). Both keep detections scoring >= ``--confidence``. The
+variants alternate for ``--rounds`` rounds; each one's best round is printed.
 
 SAHI is a benchmark-only dependency: ``pip install sahi`` (it is not needed to use sniper_d2).
 
