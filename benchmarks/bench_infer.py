@@ -30,8 +30,10 @@ Example:
 """
 
 import argparse
+import atexit
 import copy
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +78,7 @@ def main(argv=None):
                                        str(args.confidence)], purpose="read")
     model = build_model(cfg).eval()
     work = tempfile.mkdtemp(prefix="bench_infer_")
+    atexit.register(shutil.rmtree, work, True)  # weights, image and config written here
     weights = args.weights
     if weights:
         DetectionCheckpointer(model).load(weights)
