@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--also-thresholds", type=float, nargs="*", default=[], metavar="T",
                    help="run a second AutoFocus setting side by side with these SNIPER.AUTOFOCUS.THRESHOLDS "
                         "(one per test scale); the last line stays the config's setting")
+    p.add_argument("--also-min-chip-sizes", type=int, nargs="*", default=[], metavar="PX",
+                   help="the second setting's SNIPER.AUTOFOCUS.MIN_CHIP_SIZES (default: the config's)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for inference, e.g. SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)'")
     return p.parse_args(argv)
@@ -155,9 +157,12 @@ def main(argv=None):
 
     predictors = {"full": MultiScaleTiledPredictor(model, replace(params, mode="full")),
                   "autofocus": MultiScaleTiledPredictor(model, replace(params, mode="autofocus"))}
-    if args.also_thresholds:
-        predictors["autofocus " + "/".join(f"{t:g}" for t in args.also_thresholds)] = MultiScaleTiledPredictor(
-            model, replace(params, mode="autofocus", focus_thresholds=tuple(args.also_thresholds)))
+    if args.also_thresholds or args.also_min_chip_sizes:
+        thresholds = tuple(args.also_thresholds) or params.focus_thresholds
+        min_chips = tuple(args.also_min_chip_sizes) or params.focus_min_chip_sizes
+        name = "autofocus " + "/".join(f"{t:g}" for t in thresholds) + " " + "/".join(map(str, min_chips))
+        predictors[name] = MultiScaleTiledPredictor(model, replace(
+            params, mode="autofocus", focus_thresholds=thresholds, focus_min_chip_sizes=min_chips))
     variants = [m for m in predictors if m != "full"]
     print(f"scales {params.scales}; AutoFocus thresholds {params.focus_thresholds}, dilations "
           f"{params.focus_dilations}, min chip sizes {params.focus_min_chip_sizes}; {torch.get_num_threads()} threads")
