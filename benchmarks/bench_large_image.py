@@ -68,15 +68,21 @@ def write_tiled_tiff(path, side, tile=512):
                      bigtiff=True, compression="zlib")
 
 
-def _pss_kb(pid):
+def _proc_field_kb(path, key):
+    """The kB value of the ``key:`` line of a /proc file; 0 when the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _pss_kb(pid):
+    """Proportional set size of one process, kB."""
+    return _proc_field_kb(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def _tree(pid):
@@ -96,14 +102,7 @@ def _tree(pid):
 
 def _vm_hwm_kb(pid):
     """Peak resident set size so far of one process (VmHWM), kB; 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_field_kb(f"/proc/{pid}/status", "VmHWM")
 
 
 def run_infer(image, scale, weights, out_dir, extra=()):
