@@ -41,9 +41,9 @@ from sniper_d2.chips import boxes_inside, chip_extent, off_object_proposals, pos
 from sniper_d2.chips import _check_args as ref_check_args  # noqa: E402
 from sniper_d2.chips import _clean_boxes as ref_clean_boxes  # noqa: E402
 from sniper_d2.chips import _inner_start as ref_inner_start  # noqa: E402
-from sniper_d2.coco import sanitize_boxes  # noqa: E402
 from sniper_d2.config import FIT_SCALE  # noqa: E402
-from sniper_d2.plans import ChipPlan, PlanParams, build_plan, dataset_hash, plan_config_hash, proposals_digest  # noqa: E402
+from sniper_d2.plans import (ChipPlan, PlanParams, build_plan, clean_record_inputs, dataset_hash,  # noqa: E402
+                             plan_config_hash, proposals_digest)
 
 logger = logging.getLogger("bench_planner")
 
@@ -342,28 +342,10 @@ def ref_plan_image(image_size, boxes, index, params, epochs, seed, proposals=Non
 
 
 
-def _ref_crowd(record):
-    crowd = record.get("iscrowd")
-    n = len(record["boxes"])
-    return np.zeros(n, bool) if crowd is None else np.asarray(crowd, bool).reshape(n)
-
-
 def _ref_jobs(records, params, epochs, seed, proposals):
     for i, r in enumerate(records):
-        size = (r["height"], r["width"])
-        boxes = np.asarray(r["boxes"], np.float32).reshape(-1, 4)[~_ref_crowd(r)]
-        boxes, keep, counts = sanitize_boxes(boxes, size)
-        props = proposals.get(r["image_id"]) if proposals else None
-        if props is not None:
-            cleaned = []
-            for p in props:
-                if p is None:
-                    cleaned.append(None)
-                    continue
-                p, keep_p, counts = sanitize_boxes(p, size)
-                cleaned.append(p[keep_p])
-            props = cleaned
-        yield size, boxes[keep], i, params, epochs, seed, props
+        size, boxes, props = clean_record_inputs(r, proposals)  # input cleaning is unchanged: shared
+        yield size, boxes, i, params, epochs, seed, props
 
 
 def reference_build_plan(records, params, epochs, seed, proposals=None):

@@ -32,8 +32,8 @@ from .config import ConfigError, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
 __all__ = ["PlanParams", "ChipPlan", "plan_images", "build_plan", "merge_plans", "save_plan", "load_plan",
-           "load_matching_plan", "load_or_build_plan", "dataset_hash", "proposals_digest", "plan_config_hash",
-           "PLAN_FORMAT", "PLAN_VERSION"]
+           "load_matching_plan", "load_or_build_plan", "clean_record_inputs", "dataset_hash", "proposals_digest",
+           "plan_config_hash", "PLAN_FORMAT", "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,28 +276,43 @@ def _plan_chunk(job):
     return plan_images(chunk, params, epochs, seed)
 
 
+def _sanitized(boxes, image_size, kind, dropped):
+    """``boxes`` (N, 4) XYXY original pixels clipped to the image, unusable ones dropped; what was
+    dropped or clipped is counted in ``dropped`` (a Counter, keys prefixed by ``kind``) unless None."""
+    boxes, keep, counts = sanitize_boxes(boxes, image_size)
+    if dropped is not None:
+        dropped.update({f"{kind} {k}": v for k, v in counts.items()})
+    return boxes[keep]
+
+
+def clean_record_inputs(record, proposals=None, dropped=None):
+    """One record's planner inputs, cleaned once: ``(image_size, boxes, proposals)``.
+
+    Args:
+        record (dict): a planner record (``height``, ``width``, ``image_id``, ``boxes`` (N, 4) XYXY
+            original pixels, optional ``iscrowd``).
+        proposals (dict or None): image_id -> list over scales of (P, 4) XYXY original pixels or None.
+        dropped (Counter or None): receives the counts of dropped / clipped boxes and proposals.
+
+    Returns:
+        image_size (H, W); boxes (K, 4) float32 without crowd and unusable boxes, clipped;
+        proposals: None or the image's list over scales, each cleaned the same way (None kept).
+    """
+    size = (record["height"], record["width"])
+    boxes = _sanitized(non_crowd_boxes(record), size, "boxes", dropped)
+    props = proposals.get(record["image_id"]) if proposals else None
+    if props is not None:
+        props = [None if p is None else _sanitized(p, size, "proposals", dropped) for p in props]
+    return size, boxes, props
+
+
 def _clean_inputs(records, indices, proposals, dropped):
-    """Per image of ``indices``: ``(image_size, boxes, index, proposals)`` with the boxes (crowd ones
-    left out) and proposals cleaned once, counting what was dropped or clipped in ``dropped``."""
+    """Per image of ``indices``: ``(image_size, boxes, index, proposals)`` from
+    :func:`clean_record_inputs`, counting what was dropped or clipped in ``dropped``."""
     jobs = []
     for i in indices:
-        r = records[i]
-        size = (r["height"], r["width"])
-        boxes = non_crowd_boxes(r)
-        boxes, keep, counts = sanitize_boxes(boxes, size)
-        dropped.update({"boxes " + k: v for k, v in counts.items()})
-        props = proposals.get(r["image_id"]) if proposals else None
-        if props is not None:
-            cleaned = []
-            for p in props:
-                if p is None:
-                    cleaned.append(None)
-                    continue
-                p, keep_p, counts = sanitize_boxes(p, size)
-                dropped.update({"proposals " + k: v for k, v in counts.items()})
-                cleaned.append(p[keep_p])
-            props = cleaned
-        jobs.append((size, boxes[keep], i, props))
+        size, boxes, props = clean_record_inputs(records[i], proposals, dropped)
+        jobs.append((size, boxes, i, props))
     return jobs
 
 
