@@ -40,7 +40,7 @@ from sniper_d2.chips import boxes_inside, chip_extent, off_object_proposals, pos
 # Input checks and the fallback chip's placement are unchanged since the reference: call them, don't copy them.
 from sniper_d2.chips import _check_args as ref_check_args  # noqa: E402
 from sniper_d2.chips import _clean_boxes as ref_clean_boxes  # noqa: E402
-from sniper_d2.chips import _inner_start as ref_inner_start  # noqa: E402
+from sniper_d2.chips import _fallback_chips as fallback_chips  # noqa: E402
 from sniper_d2.config import FIT_SCALE  # noqa: E402
 from sniper_d2.plans import (ChipPlan, PlanParams, build_plan, clean_record_inputs, dataset_hash,  # noqa: E402
                              plan_config_hash, proposals_digest)
@@ -178,26 +178,8 @@ def ref_greedy_cover(xlo, xhi, ylo, yhi, ny, nx, rng, min_count):
 
 
 def ref_fallback_chips(boxes, grid):
-    """Chips for boxes that fit but have no grid position: each placed inside its own interval.
-
-    One pick per still-uncovered box (in order); every such box inside a new chip is covered too.
-    """
-    chips = []
-    pending = np.ones(len(boxes), bool)
-    b64 = boxes.astype(np.float64)
-    while pending.any():
-        i = int(np.argmax(pending))
-        x0 = ref_inner_start(b64[i, 0], b64[i, 2], grid.chip_w, grid.width)
-        y0 = ref_inner_start(b64[i, 1], b64[i, 3], grid.chip_h, grid.height)
-        chip = np.array([
-            min(np.float32(x0), boxes[i, 0]),
-            min(np.float32(y0), boxes[i, 1]),
-            max(min(np.float32(x0 + grid.chip_w), np.float32(grid.width)), boxes[i, 2]),
-            max(min(np.float32(y0 + grid.chip_h), np.float32(grid.height)), boxes[i, 3]),
-        ], np.float32)
-        chips.append(chip)
-        pending &= ~boxes_inside(boxes, chip[None])[:, 0]
-    return np.stack(chips) if chips else np.zeros((0, 4), np.float32)
+    """Chips for boxes that fit but have no grid position: the planner's unchanged placement."""
+    return fallback_chips(boxes, grid.chip_w, grid.chip_h, grid.width, grid.height)
 
 
 def ref_upper_bound(hi):
@@ -218,27 +200,8 @@ def ref_rng(seed):
 
 
 def ref_positive_chips(boxes, image_size, scale, valid_range, chip_size, stride, seed=None):
-    """Chips covering every valid object of one image at one pyramid scale (greedy cover).
-
-    Args:
-        boxes: (N, 4) float XYXY in original-image pixels. Boxes partly outside the image are
-            clipped; NaN/inf, empty and outside boxes are dropped (one warning counts them).
-        image_size (tuple[int, int]): (height, width) of the original image.
-        scale (float): resize factor of this pyramid level (resolved, > 0; see :func:`resolve_scale`).
-        valid_range (tuple[float, float]): (lo, hi) on sqrt(w*h) in original pixels; a box is valid
-            when lo <= size < hi. hi may be inf, None or -1 (no upper bound).
-        chip_size (int): chip side in scaled pixels.
-        stride (int): grid step between candidate chip positions, in scaled pixels.
-        seed: None (zero grid offset, ties to the first cell in row-major order: fully
-            deterministic) or anything ``np.random.default_rng`` accepts (an int or a sequence of
-            ints): draws the grid offset and breaks ties; the same seed gives the same chips.
-
-    Returns:
-        (K, 4) float32 XYXY chips in original-image pixels, inside the image, each
-        ``chip_size / scale`` wide and high (or the whole image side where smaller). Every valid box
-        whose width and height are at most the chip's lies entirely inside at least one chip.
-        Boxes too large for a chip at this scale are not covered (they belong to a coarser scale).
-    """
+    """Frozen (pre-issue-14) :func:`sniper_d2.chips.positive_chips`: same contract, see its docstring;
+    one greedy per call (``ref_cover_on_grid``)."""
     ref_check_args(image_size, scale, chip_size, stride)
     boxes = ref_in_valid_range(ref_clean_boxes(boxes, image_size, "ref_positive_chips"), valid_range)
     if len(boxes) == 0:
@@ -254,26 +217,8 @@ def ref_positive_chips(boxes, image_size, scale, valid_range, chip_size, stride,
 
 def ref_negative_chips(proposals, image_size, scale, chip_size, stride, positive_chips, min_proposals,
                    seed=None, valid_range=(0.0, None)):
-    """Chips over a weak detector's false positives, away from the positive chips.
-
-    Proposals whose size is outside this scale's ``valid_range`` are dropped (this scale is not
-    responsible for them: a proposal on a large object at a fine scale marks an object that is
-    ignored there, not background to learn from), and so are proposals lying entirely inside a
-    positive chip; the others (those that fit a chip) are greedily covered like
-    :func:`ref_positive_chips`, and a chip is kept only while it holds at least ``min_proposals`` of the
-    proposals not yet covered by an earlier negative chip.
-
-    Args:
-        proposals: (P, 4) float XYXY in original-image pixels (degenerate ones dropped, counted).
-        image_size, scale, chip_size, stride, seed: as in :func:`ref_positive_chips`.
-        positive_chips: (K, 4) float XYXY chips of this image and scale, original pixels.
-        min_proposals (int): fewest proposals a negative chip must hold (values below 1 count as 1).
-        valid_range (tuple[float, float]): (lo, hi) on sqrt(w*h) in original pixels, as in
-            :func:`ref_positive_chips`; the default keeps every size.
-
-    Returns:
-        (J, 4) float32 XYXY chips in original-image pixels, in greedy order (most proposals first).
-    """
+    """Frozen (pre-issue-14) :func:`sniper_d2.chips.negative_chips`: same contract, see its docstring;
+    one greedy per call (``ref_cover_on_grid``)."""
     ref_check_args(image_size, scale, chip_size, stride)
     props = ref_in_valid_range(ref_clean_boxes(proposals, image_size, "ref_negative_chips"), valid_range)
     pos = np.asarray(positive_chips, np.float32).reshape(-1, 4)
