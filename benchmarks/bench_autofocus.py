@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -130,13 +131,16 @@ def bench_split(json_path, predictors, image_format):
     return stats, len(gt["images"])
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    data = {seed: make_data(args, seed, train=seed == 0) for seed in sorted(set(args.seeds) | {0})}
-    weights = train(args, data[0])
-    data0 = data[0]
+def build_predictors(config_file, weights, opts=()):
+    """The config's model with ``weights`` (eval mode) and two predictors over it.
 
+    Args:
+        config_file (str): relative to the repository root or absolute. opts: config overrides.
+
+    Returns:
+        cfg, model, {"full": ..., "autofocus": ...} (MultiScaleTiledPredictor in each test mode; their
+        ``params`` are the config's TiledInferenceParams with that mode).
+    """
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -147,16 +151,26 @@ def main(argv=None):
 
     cfg = get_cfg()
     add_sniper_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, CONFIG))
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_file(os.path.join(ROOT, config_file))
+    cfg.merge_from_list(list(opts))
     model = build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     model.eval()
     params = TiledInferenceParams.from_cfg(cfg)
-    from dataclasses import replace
+    return cfg, model, {m: MultiScaleTiledPredictor(model, replace(params, mode=m)) for m in ("full", "autofocus")}
 
-    predictors = {"full": MultiScaleTiledPredictor(model, replace(params, mode="full")),
-                  "autofocus": MultiScaleTiledPredictor(model, replace(params, mode="autofocus"))}
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    data = {seed: make_data(args, seed, train=seed == 0) for seed in sorted(set(args.seeds) | {0})}
+    weights = train(args, data[0])
+    data0 = data[0]
+
+    from sniper_d2.inference import MultiScaleTiledPredictor
+
+    cfg, model, predictors = build_predictors(CONFIG, weights, args.opts)
+    params = predictors["autofocus"].params
     if args.also_thresholds or args.also_min_chip_sizes:
         thresholds = tuple(args.also_thresholds) or params.focus_thresholds
         min_chips = tuple(args.also_min_chip_sizes) or params.focus_min_chip_sizes

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_autofocus import build_predictors  # noqa: E402  (the same model and predictors as the benchmark)
 
 BANDS = ((0, 20), (20, 48), (48, 112), (112, 1e9))
 
@@ -55,23 +55,9 @@ def parse_args(argv=None):
 
 
 def build(args):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    import sniper_d2.modeling  # noqa: F401
-    from sniper_d2.config import add_sniper_config
-    from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
-
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, args.config_file))
-    cfg.merge_from_list(args.opts)
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(args.weights)
-    model.eval()
-    params = TiledInferenceParams.from_cfg(cfg)
-    return cfg, {m: MultiScaleTiledPredictor(model, replace(params, mode=m)) for m in ("full", "autofocus")}
+    """cfg and the full / AutoFocus predictors of ``--config-file`` with ``--weights``."""
+    cfg, _, predictors = build_predictors(args.config_file, args.weights, args.opts)
+    return cfg, predictors
 
 
 class Recorder:
