@@ -19,8 +19,12 @@ what ``tools/infer.py`` runs: the prefetching pipeline (tiles cut in ``--workers
 worker while the model runs, ``--batch`` tiles per forward), the model prepared by
 ``sniper_d2.inference.fast_model.prepare_for_inference`` (batch norms folded into the
 convolutions, channels-last weights on the CPU), every size kept at every scale (no range filter),
-SNIPER.TEST.MERGE_METHOD. Also timed: ours with the model as loaded, and ours in one process at one
-tile per forward (where the speed comes from). Both keep detections scoring >= ``--confidence``. The
+SNIPER.TEST.MERGE_METHOD, SNIPER.TEST.PRECISION (default "auto": the backbone under bfloat16
+autocast on CPUs with AMX-BF16 and on GPUs with bfloat16, float32 elsewhere; the heads always run in
+float32; SAHI's DefaultPredictor runs float32). Also
+timed: ours in float32 (the precision's share of the speed; its AP cost is measured by
+benchmarks/precision_ap.py), ours with the model as loaded, and ours in one process at one tile per
+forward (where the speed comes from). Both keep detections scoring >= ``--confidence``. The
 variants alternate for ``--rounds`` rounds; each one's best round is printed.
 
 SAHI is a benchmark-only dependency: ``pip install sahi`` (it is not needed to use sniper_d2).
@@ -121,6 +125,10 @@ def main(argv=None):
     variants = {ours[k]: (lambda p=p: pipeline(p)) for k, p in predictors.items()}
     as_loaded = MultiScaleTiledPredictor(model, params["tiles"])
     variants["ours, tiles only, model as loaded (no folding, NCHW)"] = lambda: pipeline(as_loaded)
+    fp32 = MultiScaleTiledPredictor(fast, replace(params["tiles"], precision="fp32"))
+    fp32_name = f"ours, tiles only, fp32 ({args.workers} worker, {args.batch}/forward)"
+    if predictors["tiles"].precision != "fp32":
+        variants[fp32_name] = lambda: pipeline(fp32)
     one = MultiScaleTiledPredictor(fast, replace(params["tiles"], tile_batch_size=1))
     variants["ours, tiles only, in one process, 1/forward"] = lambda: len(one(read_image(image_path))["boxes"])
     sahi_names = {"whole": "SAHI get_sliced_prediction, default (perform_standard_pred=True: tiles + whole image)",
@@ -157,16 +165,21 @@ def main(argv=None):
             found[name] = n
     print(f"{args.device}, {torch.get_num_threads()} threads: one {args.side}x{args.side} image, tiles {args.tile} px, "
           f"overlap {overlap_px} px ({n_tiles['tiles']} tiles, + 1 whole-image pass), weights "
-          f"{args.weights or 'random'}; best of {args.rounds} alternating rounds")
+          f"{args.weights or 'random'}; ours in {predictors['tiles'].precision} (SNIPER.TEST.PRECISION "
+          f"{base.precision!r}); best of {args.rounds} alternating rounds")
     for name, seconds in best.items():
         print(f"  {name:<88s} {seconds:7.2f} s/image  ({found[name]:4d} detections)")
     if not args.no_sahi:
         for k, what in (("whole", "tiles + whole image (SAHI's default)"), ("tiles", "tiles only (equal tile work)")):
             print(f"  {what}: ours {best[sahi_names[k]] / best[ours[k]]:.2f}x the speed of SAHI")
+        if fp32_name in best:
+            print(f"  tiles only, ours in fp32: {best[sahi_names['tiles']] / best[fp32_name]:.2f}x the speed of SAHI")
     print(f"  ours batched vs one tile per forward, tiles only: "
           f"{best['ours, tiles only, in one process, 1/forward'] / best[ours['tiles']]:.2f}x; "
           f"prepared model vs as loaded: "
-          f"{best['ours, tiles only, model as loaded (no folding, NCHW)'] / best[ours['tiles']]:.2f}x")
+          f"{best['ours, tiles only, model as loaded (no folding, NCHW)'] / best[ours['tiles']]:.2f}x"
+          + (f"; {predictors['tiles'].precision} vs fp32: {best[fp32_name] / best[ours['tiles']]:.2f}x"
+             if fp32_name in best else ""))
 
 
 if __name__ == "__main__":

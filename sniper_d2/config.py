@@ -360,6 +360,12 @@ def add_sniper_config(cfg):
     # image, each finer scale only inside the focus chips of the scale above (AutoFocus, Najibi et
     # al., ICCV 2019); needs a model with a focus head (SNIPER.AUTOFOCUS below).
     _C.SNIPER.TEST.MODE = "full"
+    # Precision of the backbone (ResNet + FPN) at inference, through torch.autocast; its features go
+    # to the RPN and ROI heads as float32 (sniper_d2/inference/precision.py): "fp32", "bf16", "fp16"
+    # (CUDA only) or "auto" = bf16 where the hardware runs it natively (CPUs with AMX-BF16, e.g. Xeon
+    # Sapphire Rapids and later; GPUs with bfloat16), fp32 elsewhere (bf16 is emulated, slower, on
+    # CPUs without AMX). AP cost and speed: benchmarks/precision_ap.py, docs/inference.md.
+    _C.SNIPER.TEST.PRECISION = "auto"
 
     # ---------------------------------------------------------------------------------------
     # AutoFocus: a focus head predicting where objects too small for the current scale are

@@ -23,6 +23,7 @@ from ..config import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from ..image_io import read_chip
 from .merge import METHODS, merge_detections
+from .precision import PRECISIONS, backbone_autocast, resolve_precision
 
 __all__ = ["TiledInferenceParams", "Tile", "tile_batches", "image_size_of", "MultiScaleTiledPredictor"]
 
@@ -48,6 +49,7 @@ class TiledInferenceParams:
     focus_thresholds: tuple = ()  # AutoFocus, one per scale (cfg.SNIPER.AUTOFOCUS.*)
     focus_dilations: tuple = ()
     focus_min_chip_sizes: tuple = ()
+    precision: str = "fp32"  # of the forward pass: "auto", "fp32", "bf16", "fp16" (sniper_d2/inference/precision.py)
 
     def __post_init__(self):
         scales, valid_ranges = parse_scales(self.scales, self.valid_ranges, "SNIPER.TEST")
@@ -66,6 +68,8 @@ class TiledInferenceParams:
                 if len(v) != len(self.scales):
                     raise ConfigError(f"SNIPER.AUTOFOCUS.{key} has {len(v)} entries but SNIPER.TEST.SCALES has "
                                       f"{len(self.scales)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"SNIPER.TEST.PRECISION must be one of {PRECISIONS}, got {self.precision!r}")
         if self.merge_method not in METHODS:
             raise ConfigError(f"SNIPER.TEST.MERGE_METHOD must be one of {METHODS}, got {self.merge_method!r}")
 
@@ -80,7 +84,8 @@ class TiledInferenceParams:
                    max_detections=int(t.MAX_DETECTIONS), mode=str(t.MODE),
                    focus_thresholds=tuple(float(v) for v in cfg.SNIPER.AUTOFOCUS.THRESHOLDS),
                    focus_dilations=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.DILATIONS),
-                   focus_min_chip_sizes=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES))
+                   focus_min_chip_sizes=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES),
+                   precision=str(t.PRECISION))
 
 
 class Tile(NamedTuple):
@@ -112,6 +117,15 @@ def image_size_of(source):
     return tuple(int(v) for v in (source.shape[:2] if isinstance(source, np.ndarray) else source.image_size))
 
 
+def _device_type(model):
+    """"cpu" or "cuda": where ``model`` (a detectron2 model, any nn.Module, or a stand-in) runs."""
+    device = getattr(model, "device", None)
+    if device is None and isinstance(model, torch.nn.Module):
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else None
+    return torch.device(device or "cpu").type
+
+
 def _empty_detections():
     return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
 
@@ -136,6 +150,9 @@ class MultiScaleTiledPredictor:
     def __init__(self, model, params):
         self.model = model
         self.params = params
+        # The forward pass's precision on the model's device ("auto" resolved once, here).
+        self.device_type = _device_type(model)
+        self.precision = resolve_precision(params.precision, self.device_type) if model is not None else "fp32"
 
     def scale_windows(self, image_size):
         """[(scale_index, scale, windows (T, 4) int64 XYXY scaled px)] for every scale that leaves a pixel."""
@@ -190,7 +207,7 @@ class MultiScaleTiledPredictor:
         """
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.pixels.transpose(2, 0, 1))),
                    "height": t.pixels.shape[0], "width": t.pixels.shape[1]} for t in tiles]
-        with torch.no_grad():
+        with torch.no_grad(), backbone_autocast(self.model, self.precision, self.device_type):
             outputs = self.model(inputs)
         if len(outputs) != len(tiles):
             raise RuntimeError(f"the model returned {len(outputs)} outputs for {len(tiles)} tiles")
@@ -200,12 +217,12 @@ class MultiScaleTiledPredictor:
         results = []
         for tile, out in zip(tiles, outputs):
             inst = out["instances"]
-            boxes, scores, classes = inst.pred_boxes.tensor, inst.scores, inst.pred_classes
+            boxes, scores, classes = inst.pred_boxes.tensor.float(), inst.scores.float(), inst.pred_classes
             keep = scores >= p.score_thresh
             if p.use_border_rule:
                 th, tw = tile.pixels.shape[:2]
                 keep &= ~touches_inner_border(boxes, (tw, th), tile.inner_sides)
-            boxes = boxes[keep].float() / tile.scale + boxes.new_tensor(tile.origin * 2, dtype=torch.float32)
+            boxes = boxes[keep] / tile.scale + boxes.new_tensor(tile.origin * 2, dtype=torch.float32)
             results.append(self._filter(boxes, scores[keep], classes[keep].long(), tile.scale_index, tile.image_size))
         return results
 

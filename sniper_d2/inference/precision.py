@@ -1,0 +1,117 @@
+"""The numeric precision of the detector's forward pass at inference (``cfg.SNIPER.TEST.PRECISION``).
+
+Mixed precision through ``torch.autocast``, for the BACKBONE only (ResNet + FPN: nearly all of the
+convolutions' time): its feature maps are returned as float32, so the RPN, the ROI heads (scores,
+box regression, NMS) and the focus head run in float32 as trained. A model without a ``backbone``
+(a stand-in) runs its whole forward pass under autocast, and every box and score we read is
+converted to float32 before it is mapped to original pixels. Values:
+
+- ``"fp32"``: no autocast (the model's float32 weights as trained).
+- ``"bf16"``: bfloat16 autocast on the model's device (CPU or a CUDA GPU that supports bfloat16).
+- ``"fp16"``: float16 autocast, CUDA only (detectron2's AMP precision).
+- ``"auto"``: ``"bf16"`` where the hardware runs it natively (a CPU with AMX-BF16 tiles, e.g.
+  Intel Sapphire Rapids and later, where oneDNN's bfloat16 convolutions are several times faster
+  than float32; a CUDA GPU with bfloat16 support), ``"fp32"`` elsewhere (on CPUs without AMX,
+  bfloat16 is emulated and slower than float32).
+
+Detections differ from float32 by rounding only; ``benchmarks/precision_ap.py`` measures the AP of
+both on the same models and images.
+"""
+
+import contextlib
+import logging
+
+import torch
+
+from ..config import ConfigError
+
+__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "inference_autocast", "backbone_autocast"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16():
+    """True when this CPU has AMX tiles with bfloat16 (oneDNN runs bf16 convolutions natively)."""
+    cpu = getattr(torch, "cpu", None)
+    amx = getattr(cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", None)
+    return bool(amx and avx512_bf16 and amx() and avx512_bf16() and torch.backends.mkldnn.is_available())
+
+
+def resolve_precision(precision, device_type):
+    """The precision to run on ``device_type`` ("cpu" or "cuda"): "fp32", "bf16" or "fp16".
+
+    Raises:
+        ConfigError: an unknown name, or one the device cannot run (fp16 on the CPU, bf16 on a GPU
+            without bfloat16).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"SNIPER.TEST.PRECISION must be one of {PRECISIONS}, got {precision!r}")
+    cuda = device_type == "cuda"
+    if precision == "auto":
+        native = torch.cuda.is_bf16_supported() if cuda else device_type == "cpu" and cpu_has_native_bf16()
+        return "bf16" if native else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError(f"SNIPER.TEST.PRECISION 'fp16' needs a CUDA device (the model is on {device_type!r}); "
+                          "use 'bf16' or 'auto' on the CPU")
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ConfigError("SNIPER.TEST.PRECISION 'bf16': this GPU does not support bfloat16; use 'fp16'")
+    return precision
+
+
+def inference_autocast(precision, device_type):
+    """A context manager running the forward pass in ``precision`` (already resolved, see
+    :func:`resolve_precision`) on ``device_type``; a no-op for "fp32"."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=_DTYPES[precision])
+
+
+def _to_float32(output):
+    if torch.is_tensor(output):
+        return output.float()
+    if isinstance(output, dict):
+        return {k: _to_float32(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_float32(v) for v in output)
+    return output
+
+
+@contextlib.contextmanager
+def backbone_autocast(model, precision, device_type):
+    """Within this context, ``model.backbone`` runs under :func:`inference_autocast` and returns its
+    features as float32; everything else in ``model`` runs in float32. A model without a
+    ``backbone`` module runs its whole forward pass under autocast. No-op for "fp32".
+
+    Implemented with a forward pre-hook / hook pair on the backbone, removed on exit (also when the
+    forward pass raises; autocast is then left too).
+    """
+    if precision == "fp32":
+        yield
+        return
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, torch.nn.Module):
+        with inference_autocast(precision, device_type):
+            yield
+        return
+    active = []  # the autocast context entered by the pre-hook, until the hook leaves it
+
+    def enter(module, args):
+        ctx = inference_autocast(precision, device_type)
+        ctx.__enter__()
+        active.append(ctx)
+
+    def leave(module, args, output):
+        active.pop().__exit__(None, None, None)
+        return _to_float32(output)
+
+    handles = [backbone.register_forward_pre_hook(enter), backbone.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        while active:  # the backbone raised between the two hooks
+            active.pop().__exit__(None, None, None)
