@@ -3,7 +3,8 @@
 
 One model (configs/sniper_tiny_cpu_autofocus.yaml: the demo's ResNet-18-FPN with the focus head,
 trained from scratch on the demo's synthetic training split; trained here unless
-``<output>/model/model_final.pth`` exists) is run both ways on the same images, image by image,
+``<output>/model/model_final.pth`` exists, or ``--model``'s; config overrides on the command line
+apply to its training and inference alike) is run both ways on the same images, image by image,
 alternating the two modes (so drifting machine load hits both alike):
 
 - the demo's validation split (seed 0) and other seeds' (1, 2 by default): the default data, 8-20
@@ -24,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -36,10 +36,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CONFIG = "configs/sniper_tiny_cpu_autofocus.yaml"
 
+from sniper_d2 import experiment  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/bench_autofocus", help="data, model and results (default: %(default)s)")
+    p.add_argument("--model", default=None,
+                   help="folder of the model (trained there unless it holds model_final.pth; default: <output>/model)")
+    p.add_argument("--splits", nargs="+", default=["val", "sparse"], choices=["val", "sparse"],
+                   help="splits to run per seed (default: %(default)s)")
     p.add_argument("--iters", type=int, default=400, help="training iterations if no model exists (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=6, help="images per split (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -50,36 +56,31 @@ def parse_args(argv=None):
     p.add_argument("--also-min-chip-sizes", type=int, nargs="*", default=[], metavar="PX",
                    help="the second setting's SNIPER.AUTOFOCUS.MIN_CHIP_SIZES (default: the config's)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides for inference, e.g. SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)'")
+                   help="config overrides, for training (when it trains) and inference, e.g. "
+                        "SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)' or SNIPER.AUTOFOCUS.POSITIVE_MIN_SIDE 24")
     return p.parse_args(argv)
-
-
-def run(cmd):
-    print("$ " + " ".join(cmd), flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        sys.exit(f"bench_autofocus: this step failed: {' '.join(cmd[:3])} ...")
 
 
 def make_data(args, seed, train):
     folder = os.path.join(args.output, f"data_seed{seed}")
     if not all(os.path.isfile(os.path.join(folder, f"{s}.json")) for s in ["val", "sparse"] + (["train"] if train else [])):
-        run([sys.executable, "tools/make_synthetic_dataset.py", "--output", folder, "--train", str(16 if train else 0),
-             "--val", str(args.val_images), "--sparse", str(args.val_images), "--min-side", "700", "--max-side", "1200",
-             "--seed", str(seed)])
+        experiment.run([sys.executable, "tools/make_synthetic_dataset.py", "--output", folder, "--train",
+                        str(16 if train else 0), "--val", str(args.val_images), "--sparse", str(args.val_images),
+                        "--min-side", "700", "--max-side", "1200", "--seed", str(seed)])
     return folder
 
 
 def train(args, data):
-    out = os.path.join(args.output, "model")
+    """``<model>/model_final.pth``, trained first (CONFIG plus the command line's overrides, seed 0's
+    training split, ``--iters``, sniper_d2.experiment's schedule) unless it exists."""
+    out = args.model or os.path.join(args.output, "model")
     weights = os.path.join(out, "model_final.pth")
     if os.path.isfile(weights):
         print(f"reusing {weights}")
         return weights
-    steps = f"({int(args.iters * 0.8)}, {int(args.iters * 0.93)})"
-    run([sys.executable, "train_net.py", "--config-file", CONFIG, "--num-gpus", "1",
-         "SNIPER.REGISTER_COCO", f'(("synthetic_train", "{data}/train.json", ""), ("synthetic_val", "{data}/val.json", ""))',
-         "DATASETS.TEST", '("synthetic_val",)', "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps,
-         "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "SOLVER.WARMUP_ITERS", "50", "OUTPUT_DIR", out])
+    experiment.train(CONFIG, out, args.iters, "SNIPER.REGISTER_COCO",
+                     f'(("synthetic_train", "{data}/train.json", ""), ("synthetic_val", "{data}/val.json", ""))',
+                     "DATASETS.TEST", '("synthetic_val",)', *args.opts)
     return weights
 
 
@@ -192,7 +193,7 @@ def main(argv=None):
               f"{'s/img full':>10s} {'s/img auto':>10s} {'speed-up':>9s}   Mpx per scale auto (full)")
     print(header)
     results = {}
-    for split in ("val", "sparse"):
+    for split in args.splits:
         for seed in args.seeds:
             stats, n = bench_split(os.path.join(data[seed], f"{split}.json"), predictors, cfg.INPUT.FORMAT)
             results[(seed, split)] = stats
@@ -215,7 +216,8 @@ def main(argv=None):
 
     seeds = ", ".join(map(str, args.seeds))
     for split, name in [(sp, f"{sp_name}, {v}") for v in variants[::-1]
-                        for sp, sp_name in (("sparse", "sparse small objects"), ("val", "default data"))]:
+                        for sp, sp_name in (("sparse", "sparse small objects"), ("val", "default data"))
+                        if sp in args.splits]:
         ap, diff, px, speed = summary(split, name.split(", ", 1)[1])
         print(f"{name} (seeds {seeds}): AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full (AutoFocus - full per "
               f"seed: {' '.join(f'{d:+.2f}' for d in diff)}; mean {diff.mean():+.2f}, std {diff.std():.2f}); "

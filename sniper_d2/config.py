@@ -386,10 +386,16 @@ def add_sniper_config(cfg):
     # the authors (512 px chips): (5, 64), don't care up to 90.
     _C.SNIPER.AUTOFOCUS.POSITIVE_RANGE = (5.0, 64.0)
     _C.SNIPER.AUTOFOCUS.IGNORE_UP_TO = 90.0
+    # Chip pixels: a positive box narrower or shorter than this marks the cells of a box grown about
+    # its centre to this side (a tiny object marks a block of cells, not one). 0: boxes as they are.
+    _C.SNIPER.AUTOFOCUS.POSITIVE_MIN_SIDE = 0.0
     # Crowd / ignore-region boxes (iscrowd) make every cell they overlap don't-care.
     _C.SNIPER.AUTOFOCUS.CROWD_AS_IGNORE = True
     # Weight of the focus loss (binary cross-entropy, mean over cells that are not don't-care).
     _C.SNIPER.AUTOFOCUS.LOSS_WEIGHT = 1.0
+    # Weight of positive (focus) cells in that cross-entropy (BCE pos_weight): focus cells are rare,
+    # > 1 pushes their probabilities up (the test THRESHOLDS then mean something else). 1: plain BCE.
+    _C.SNIPER.AUTOFOCUS.POSITIVE_WEIGHT = 1.0
     # Test time, one entry per SNIPER.TEST.SCALES entry (same order; the finest scale's entry is
     # unused): a cell of that scale's map is focus when its probability is >= THRESHOLDS; the focus
     # cells are dilated by DILATIONS cells (a (2d+1) x (2d+1) square); each connected component

@@ -51,6 +51,37 @@ def test_focus_labels_use_the_unclipped_size():
     assert labels[:, 0].eq(1).all() and labels[:, 1:].eq(0).all()
 
 
+def test_focus_labels_grow_tiny_positives_about_their_centre():
+    # Stride 10. A 4 px object at (23-27, 23-27) marks one cell; grown to 20 px (13-33) it marks the
+    # 3 x 3 block around it. A don't-care box is not grown; a 30 px positive is larger than 20: as is.
+    boxes = torch.tensor([[23.0, 23, 27, 27], [71, 1, 73, 3], [0, 50, 30, 80]])
+    sizes = torch.tensor([4.0, 2.0, 30.0])
+    crowd = torch.tensor([False, False, False])
+    plain = focus_labels(boxes, sizes, crowd, (8, 8), 10, (3.0, 40.0), 50.0)
+    grown = focus_labels(boxes, sizes, crowd, (8, 8), 10, (3.0, 40.0), 50.0, positive_min_side=20.0)
+    assert plain[2, 2] == 1 and (plain[1:4, 1:4] == 1).sum() == 1
+    assert (grown[1:4, 1:4] == 1).all() and grown[0, 7] == -1 and (grown[0, 6:] == -1).sum() == 1
+    assert torch.equal(grown[5:8, 0:3], plain[5:8, 0:3]) and (grown[5:8, 0:3] == 1).all()
+    assert (grown == 1).sum() == 9 + 9 and (plain == 1).sum() == 1 + 9
+
+
+def test_focus_loss_positive_weight_scales_the_positive_cells_only():
+    from types import SimpleNamespace
+
+    from sniper_d2.modeling.focus import SniperFocusRCNN
+
+    inst = Instances((32, 32))
+    inst.gt_boxes = Boxes(torch.tensor([[0.0, 0, 8, 8]]))
+    logits = torch.zeros((1, 4, 4))  # p = 0.5 everywhere: BCE log(2) per cell
+    losses = []
+    for w in (1.0, 3.0):
+        head = SimpleNamespace(focus_stride=8, crowd_as_ignore=True, positive_range=(0.0, 16.0), ignore_up_to=16.0,
+                               positive_min_side=0.0, positive_weight=w, focus_loss_weight=1.0)
+        losses.append(float(SniperFocusRCNN.focus_loss(head, logits, [inst])))
+    assert losses[0] == pytest.approx(np.log(2))
+    assert losses[1] == pytest.approx((3 * np.log(2) + 15 * np.log(2)) / 16)
+
+
 def test_focus_labels_without_boxes_are_all_negative():
     labels = focus_labels(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.bool), (3, 5), 8,
                           (0.0, 24.0), 40.0)

@@ -14,7 +14,10 @@ cut by the chip border keeps its real size, so a sliver of a large object is not
   (the margin band), or a crowd / ignore region (``Instances.gt_crowd``, when ``crowd_as_ignore``);
 - negative (0): elsewhere (background, large objects, the chip's zero padding).
 
-Positive wins over don't care, don't care over negative. Whether a box is a *valid detector target*
+Positive wins over don't care, don't care over negative. With ``positive_min_side`` (chip px,
+``SNIPER.AUTOFOCUS.POSITIVE_MIN_SIDE``) a positive box narrower or shorter than that marks the cells
+of a box grown about its centre to that side: a 6 px object at stride 8 marks a 3 x 3 block of cells
+around it instead of one or two, so tiny objects weigh in the loss like larger ones. Whether a box is a *valid detector target*
 for the chip (``gt_valid``) does not matter here: an object outside the chip's detection range is
 exactly what the focus branch must see (too small: positive) or may ignore.
 
@@ -32,7 +35,7 @@ from torch import nn
 __all__ = ["focus_labels", "FocusHead", "SniperFocusRCNN"]
 
 
-def focus_labels(boxes, sizes, ignore_region, grid_size, stride, positive_range, ignore_up_to):
+def focus_labels(boxes, sizes, ignore_region, grid_size, stride, positive_range, ignore_up_to, positive_min_side=0.0):
     """Focus labels of one chip (see the module docstring for the rules).
 
     Args:
@@ -42,6 +45,8 @@ def focus_labels(boxes, sizes, ignore_region, grid_size, stride, positive_range,
         grid_size: (Hc, Wc) cells of the map.
         stride (int): input pixels per cell.
         positive_range: (lo, hi) chip pixels; ignore_up_to (float): end of the don't-care band.
+        positive_min_side (float): chip pixels; positive boxes are grown about their centre to at
+            least this width and height before marking cells (0: as they are).
 
     Returns:
         (Hc, Wc) int8 tensor on ``boxes``' device: 1 positive, 0 negative, -1 don't care.
@@ -58,13 +63,21 @@ def focus_labels(boxes, sizes, ignore_region, grid_size, stride, positive_range,
     real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     edges_x = torch.arange(wc, device=device, dtype=torch.float32) * stride
     edges_y = torch.arange(hc, device=device, dtype=torch.float32) * stride
-    over_x = (boxes[:, None, 0] < edges_x + stride) & (boxes[:, None, 2] > edges_x)  # (N, Wc)
-    over_y = (boxes[:, None, 1] < edges_y + stride) & (boxes[:, None, 3] > edges_y)  # (N, Hc)
-    overlap = over_y[:, :, None] & over_x[:, None, :] & real[:, None, None]  # (N, Hc, Wc)
+
+    def cells_overlapped(b):  # (N, 4) boxes -> (N, Hc, Wc) bool
+        over_x = (b[:, None, 0] < edges_x + stride) & (b[:, None, 2] > edges_x)  # (N, Wc)
+        over_y = (b[:, None, 1] < edges_y + stride) & (b[:, None, 3] > edges_y)  # (N, Hc)
+        return over_y[:, :, None] & over_x[:, None, :] & real[:, None, None]
+
     positive = ~region & (sizes >= lo) & (sizes < hi)
     dont_care = region | (sizes < lo) | ((sizes >= hi) & (sizes < float(ignore_up_to)))
-    labels[(overlap & dont_care[:, None, None]).any(dim=0)] = -1
-    labels[(overlap & positive[:, None, None]).any(dim=0)] = 1
+    labels[(cells_overlapped(boxes) & dont_care[:, None, None]).any(dim=0)] = -1
+    grown = boxes
+    if positive_min_side > 0:
+        center = (boxes[:, :2] + boxes[:, 2:]) / 2
+        half = ((boxes[:, 2:] - boxes[:, :2]) / 2).clamp(min=float(positive_min_side) / 2)
+        grown = torch.cat([center - half, center + half], dim=1)
+    labels[(cells_overlapped(grown) & positive[:, None, None]).any(dim=0)] = 1
     return labels
 
 
@@ -90,7 +103,8 @@ class SniperFocusRCNN(GeneralizedRCNN):
     """GeneralizedRCNN plus AutoFocus's focus head on one FPN level.
 
     Training: the stock losses plus ``loss_focus`` (binary cross-entropy over the cells that are not
-    don't care, times ``SNIPER.AUTOFOCUS.LOSS_WEIGHT``), from :func:`focus_labels` of each chip's
+    don't care, positive cells weighted ``SNIPER.AUTOFOCUS.POSITIVE_WEIGHT``, times
+    ``SNIPER.AUTOFOCUS.LOSS_WEIGHT``), from :func:`focus_labels` of each chip's
     ``Instances``. Inference: the stock outputs, each dict also carrying ``"focus"``: (Hc, Wc)
     float32 probabilities for the input image's own pixels (padding cut off,
     ``Hc = ceil(h / stride)``; frame: the input image as given, before detectron2's postprocess
@@ -100,7 +114,8 @@ class SniperFocusRCNN(GeneralizedRCNN):
 
     @configurable
     def __init__(self, *, focus_head=None, focus_in_feature="p4", focus_stride=16, positive_range=(5.0, 64.0),
-                 ignore_up_to=90.0, crowd_as_ignore=True, focus_loss_weight=1.0, **kwargs):
+                 ignore_up_to=90.0, crowd_as_ignore=True, focus_loss_weight=1.0, positive_weight=1.0,
+                 positive_min_side=0.0, **kwargs):
         super().__init__(**kwargs)
         self.focus_head = focus_head
         self.focus_in_feature = focus_in_feature
@@ -109,6 +124,8 @@ class SniperFocusRCNN(GeneralizedRCNN):
         self.ignore_up_to = float(ignore_up_to)
         self.crowd_as_ignore = crowd_as_ignore
         self.focus_loss_weight = float(focus_loss_weight)
+        self.positive_weight = float(positive_weight)
+        self.positive_min_side = float(positive_min_side)
 
     @classmethod
     def from_config(cls, cfg):
@@ -124,14 +141,19 @@ class SniperFocusRCNN(GeneralizedRCNN):
         if not 0 <= lo < hi <= float(a.IGNORE_UP_TO):
             raise ValueError(f"SNIPER.AUTOFOCUS: need 0 <= POSITIVE_RANGE lo < hi <= IGNORE_UP_TO, got "
                              f"{tuple(a.POSITIVE_RANGE)} and {a.IGNORE_UP_TO}")
+        if a.POSITIVE_WEIGHT <= 0 or a.POSITIVE_MIN_SIDE < 0:
+            raise ValueError(f"SNIPER.AUTOFOCUS: need POSITIVE_WEIGHT > 0 and POSITIVE_MIN_SIDE >= 0, got "
+                             f"{a.POSITIVE_WEIGHT} and {a.POSITIVE_MIN_SIDE}")
         shape = shapes[a.IN_FEATURE]
         ret.update(focus_head=FocusHead(shape.channels, int(a.HEAD_CHANNELS)), focus_in_feature=a.IN_FEATURE,
                    focus_stride=shape.stride, positive_range=(lo, hi), ignore_up_to=float(a.IGNORE_UP_TO),
-                   crowd_as_ignore=bool(a.CROWD_AS_IGNORE), focus_loss_weight=float(a.LOSS_WEIGHT))
+                   crowd_as_ignore=bool(a.CROWD_AS_IGNORE), focus_loss_weight=float(a.LOSS_WEIGHT),
+                   positive_weight=float(a.POSITIVE_WEIGHT), positive_min_side=float(a.POSITIVE_MIN_SIDE))
         return ret
 
     def focus_loss(self, logits, gt_instances):
-        """Mean BCE of ``logits`` (B, Hc, Wc) against the chips' labels, over cells not don't care."""
+        """BCE of ``logits`` (B, Hc, Wc) against the chips' labels, positive cells weighted
+        ``positive_weight``, summed over the cells that are not don't care, divided by their count."""
         labels = []
         for inst in gt_instances:
             boxes = inst.gt_boxes.tensor
@@ -140,10 +162,12 @@ class SniperFocusRCNN(GeneralizedRCNN):
             crowd = inst.gt_crowd if (self.crowd_as_ignore and inst.has("gt_crowd")) else \
                 torch.zeros(len(inst), dtype=torch.bool, device=boxes.device)
             labels.append(focus_labels(boxes, sizes, crowd, logits.shape[1:], self.focus_stride,
-                                       self.positive_range, self.ignore_up_to))
+                                       self.positive_range, self.ignore_up_to, self.positive_min_side))
         labels = torch.stack(labels).to(logits.device)
         cared = labels >= 0
-        loss = F.binary_cross_entropy_with_logits(logits[cared], labels[cared].float(), reduction="sum")
+        pos_weight = logits.new_tensor(self.positive_weight)
+        loss = F.binary_cross_entropy_with_logits(logits[cared], labels[cared].float(), reduction="sum",
+                                                  pos_weight=pos_weight)
         return loss / cared.sum().clamp(min=1) * self.focus_loss_weight
 
     def forward(self, batched_inputs):
