@@ -16,7 +16,8 @@ SAHI wraps the detector with its own ``Detectron2DetectionModel(config_path, mod
 image_size=tile)`` (a detectron2 ``DefaultPredictor``, one tile per forward, ``ResizeShortestEdge``
 to the tile size = no resize of a full tile) and merges with its default GREEDYNMM/IOS 0.5. Ours is
 what ``tools/infer.py`` runs: the prefetching pipeline (tiles cut in ``--workers`` data-loader
-worker while the model runs, ``--batch`` tiles per forward), the model prepared by
+worker while the model runs, ``--batch`` tiles per forward; both default to the config's, as in
+``tools/infer.py``), the model prepared by
 ``sniper_d2.inference.fast_model.prepare_for_inference`` (batch norms folded into the
 convolutions, channels-last weights on the CPU), every size kept at every scale (no range filter),
 SNIPER.TEST.MERGE_METHOD, SNIPER.TEST.PRECISION (default "auto": the backbone under bfloat16
@@ -64,8 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--side", type=int, default=2400, help="image side, px (default: %(default)s)")
     p.add_argument("--tile", type=int, default=512, help="tile side, px (default: %(default)s)")
     p.add_argument("--overlap", type=float, default=0.2, help="tile overlap ratio (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=8, help="tiles per forward pass, ours (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="data-loader workers cutting tiles, ours (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="tiles per forward pass, ours (default: the config's SNIPER.TEST.TILE_BATCH_SIZE, as tools/infer.py)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loader workers cutting tiles, ours (default: the config's DATALOADER.NUM_WORKERS, as tools/infer.py)")
     p.add_argument("--confidence", type=float, default=0.3, help="score threshold, both (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (default: %(default)s)")
     p.add_argument("--no-sahi", action="store_true", help="only ours, batched vs one tile at a time")
@@ -81,6 +84,10 @@ def main(argv=None):
     cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", args.device, "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
                                        str(args.confidence)], purpose="read")
     model = build_model(cfg).eval()
+    if args.batch is None:
+        args.batch = int(cfg.SNIPER.TEST.TILE_BATCH_SIZE)
+    if args.workers is None:
+        args.workers = int(cfg.DATALOADER.NUM_WORKERS)
     work = tempfile.mkdtemp(prefix="bench_infer_")
     atexit.register(shutil.rmtree, work, True)  # weights, image and config written here
     weights = args.weights
