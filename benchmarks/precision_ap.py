@@ -4,8 +4,8 @@
 Every model (one per training seed) is evaluated on every data set in each ``--precisions`` entry
 (``SNIPER.TEST.PRECISION``: fp32, bf16, ...) through the evaluation path ``train_net.py --eval-only``
 uses (:func:`sniper_d2.inference.evaluation.run_sniper_inference_on_dataset`: the tile pipeline and
-SniperCOCOEvaluator), with the model prepared as ``tools/infer.py`` prepares it (batch norms folded,
-channels-last). Precisions alternate per data set, so drifting machine load hits them alike.
+SniperCOCOEvaluator), with the model prepared as ``tools/infer.py`` prepares it for each precision (batch norms folded,
+channels-last, backbone weights in that precision). Precisions alternate per data set, so drifting machine load hits them alike.
 Prints AP, AP50, APs and seconds per image, mean ± std over models, and the per-model AP
 difference of each precision from the first.
 
@@ -17,6 +17,7 @@ Example (three models of configs/sniper_tiny_cpu.yaml trained with SEED 0, 1, 2)
 
 import argparse
 import contextlib
+import copy
 import io
 import os
 import sys
@@ -61,7 +62,7 @@ def main(argv=None):
     for weights in args.weights:
         model = build_model(cfg)
         DetectionCheckpointer(model).load(weights)
-        prepare_for_inference(model)
+        prepared = {p: prepare_for_inference(copy.deepcopy(model), precision=p) for p in args.precisions}
         for name, _ in args.dataset:
             n_images = len(DatasetCatalog.get(name))
             for precision in args.precisions:
@@ -70,7 +71,7 @@ def main(argv=None):
                 run_cfg.SNIPER.TEST.PRECISION = precision
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):  # COCOeval's summary table
-                    bbox = run_sniper_inference_on_dataset(run_cfg, model, name)["bbox"]
+                    bbox = run_sniper_inference_on_dataset(run_cfg, prepared[precision], name)["bbox"]
                 seconds = (time.perf_counter() - start) / n_images
                 table[(name, precision)].append((bbox["AP"], bbox["AP50"], bbox["APs"], seconds))
                 print(f"{weights} {name} {precision} ({resolved[precision]}): AP {bbox['AP']:.2f} "

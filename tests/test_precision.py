@@ -146,3 +146,37 @@ def test_a_bf16_detector_finds_nearly_the_same_boxes_as_fp32():
     same = full.pred_classes[top][:, None] == half.pred_classes[None, :]
     found = dist.masked_fill(~same, float("inf")).min(1).values <= 3.0
     assert len(found) >= 10 and found.float().mean() >= 0.9
+
+
+def test_a_backbone_converted_once_gives_the_detections_of_autocast():
+    """prepare_for_inference(precision="bf16") converts the backbone's weights once; running it then
+    (input converted, no autocast) gives what autocast gives on the float32 model."""
+    import copy
+
+    from sniper_d2.inference.fast_model import prepare_for_inference
+    from sniper_d2.inference.precision import backbone_precision
+
+    model = _tiny_detector()
+    converted = prepare_for_inference(copy.deepcopy(model), precision="bf16")
+    assert backbone_precision(converted) == "bf16" and backbone_precision(model) == "fp32"
+    assert all(p.dtype == torch.float32 for p in converted.roi_heads.parameters())  # heads untouched
+    with torch.no_grad():
+        with backbone_autocast(model, "bf16", "cpu"):
+            expected = model(IMAGES)[0]["instances"]
+        with backbone_autocast(converted, "bf16", "cpu"):
+            got = converted(IMAGES)[0]["instances"]
+    assert len(got) == len(expected) > 0
+    torch.testing.assert_close(got.pred_boxes.tensor, expected.pred_boxes.tensor, rtol=0, atol=1e-2)
+    torch.testing.assert_close(got.scores, expected.scores, rtol=0, atol=1e-4)
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_converted_backbone_refuses_another_precision():
+    import copy
+
+    from sniper_d2.inference.fast_model import prepare_for_inference
+
+    converted = prepare_for_inference(copy.deepcopy(_tiny_detector()), precision="bf16")
+    with pytest.raises(ConfigError, match="converted to bf16"):
+        MultiScaleTiledPredictor(converted, replace(PARAMS, precision="fp32"))
+    MultiScaleTiledPredictor(converted, replace(PARAMS, precision="bf16"))  # the matching one runs

@@ -104,7 +104,8 @@ def infer(args):
         raise ValueError("--draw-focus needs SNIPER.TEST.MODE autofocus (and a model with a focus head)")
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    prepare_for_inference(model)  # eval mode, batch norms folded into the convolutions, channels-last on CPU
+    # eval mode, batch norms folded into the convolutions, channels-last on CPU, backbone in TEST.PRECISION
+    prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION)
     class_names, to_dataset_id = _categories(cfg)
     summary = infer_files(MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg)), files, args.output, cfg,
                           confidence_threshold=args.confidence_threshold, to_dataset_id=to_dataset_id,

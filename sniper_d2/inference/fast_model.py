@@ -9,6 +9,9 @@
   one pass over each feature map instead of two (outputs equal up to float rounding).
 - **Channels-last memory** on the CPU: oneDNN's convolutions and max pooling work in NHWC; with the
   weights in that layout the backbone stays in it instead of reordering every feature map.
+- **16-bit backbone weights** when asked (``precision``, as ``SNIPER.TEST.PRECISION``; "auto"
+  resolves on the model's device): converted once instead of autocast converting them on every
+  forward pass; the detections are those of autocast (see :mod:`sniper_d2.inference.precision`).
 
 The model is changed in place and is no longer trainable as before (no batch-norm statistics): use it
 for inference only. The evaluation during training keeps the training model untouched.
@@ -16,6 +19,8 @@ for inference only. The evaluation during training keeps the training model unto
 
 import torch
 from torch import nn
+
+from .precision import cast_backbone, model_device_type, resolve_precision
 
 __all__ = ["fold_batch_norms", "prepare_for_inference"]
 
@@ -52,12 +57,15 @@ def fold_batch_norms(model):
     return folded
 
 
-def prepare_for_inference(model, channels_last=None):
-    """Eval mode, batch norms folded (:func:`fold_batch_norms`), channels-last weights on the CPU.
+def prepare_for_inference(model, channels_last=None, precision="fp32"):
+    """Eval mode, batch norms folded (:func:`fold_batch_norms`), channels-last weights on the CPU,
+    the backbone's weights in ``precision``.
 
     Args:
         model (nn.Module): a detectron2 model with its weights loaded; changed in place.
         channels_last (bool or None): None = when the model's parameters are on the CPU.
+        precision (str): a ``SNIPER.TEST.PRECISION`` value; the predictor running the model must
+            resolve to the same (pass the config's value).
 
     Returns:
         the same model.
@@ -69,4 +77,5 @@ def prepare_for_inference(model, channels_last=None):
         channels_last = first is not None and first.device.type == "cpu"
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    cast_backbone(model, resolve_precision(precision, model_device_type(model)))
     return model

@@ -23,7 +23,7 @@ from ..config import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from ..image_io import read_chip
 from .merge import METHODS, merge_detections
-from .precision import PRECISIONS, backbone_autocast, resolve_precision
+from .precision import PRECISIONS, backbone_autocast, backbone_precision, model_device_type, resolve_precision
 
 __all__ = ["TiledInferenceParams", "Tile", "tile_batches", "image_size_of", "MultiScaleTiledPredictor"]
 
@@ -117,15 +117,6 @@ def image_size_of(source):
     return tuple(int(v) for v in (source.shape[:2] if isinstance(source, np.ndarray) else source.image_size))
 
 
-def _device_type(model):
-    """"cpu" or "cuda": where ``model`` (a detectron2 model, any nn.Module, or a stand-in) runs."""
-    device = getattr(model, "device", None)
-    if device is None and isinstance(model, torch.nn.Module):
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else None
-    return torch.device(device or "cpu").type
-
-
 def _empty_detections():
     return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
 
@@ -151,8 +142,12 @@ class MultiScaleTiledPredictor:
         self.model = model
         self.params = params
         # The forward pass's precision on the model's device ("auto" resolved once, here).
-        self.device_type = _device_type(model)
+        self.device_type = model_device_type(model)
         self.precision = resolve_precision(params.precision, self.device_type) if model is not None else "fp32"
+        converted = backbone_precision(model)
+        if converted != "fp32" and converted != self.precision:
+            raise ConfigError(f"the model's backbone was converted to {converted} for inference (prepare_for_inference), "
+                              f"but SNIPER.TEST.PRECISION {params.precision!r} runs {self.precision} here")
 
     def scale_windows(self, image_size):
         """[(scale_index, scale, windows (T, 4) int64 XYXY scaled px)] for every scale that leaves a pixel."""
