@@ -54,7 +54,7 @@ from sniper_d2.cli import setup_cfg  # noqa: E402
 from sniper_d2.image_io import read_image  # noqa: E402
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams  # noqa: E402
 from sniper_d2.inference.fast_model import prepare_for_inference  # noqa: E402
-from sniper_d2.inference.pipeline import ImageTask, build_tile_loader, run_tiled_inference  # noqa: E402
+from sniper_d2.inference.pipeline import ImageTask, build_tile_loader, run_tiled_inference, tile_loader_workers  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, render_image  # noqa: E402
 
 
@@ -68,7 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None,
                    help="tiles per forward pass, ours (default: the config's SNIPER.TEST.TILE_BATCH_SIZE, as tools/infer.py)")
     p.add_argument("--workers", type=int, default=None,
-                   help="data-loader workers cutting tiles, ours (default: the config's DATALOADER.NUM_WORKERS, as tools/infer.py)")
+                   help="data-loader workers cutting tiles, ours (default: the config's, as tools/infer.py: "
+                        "SNIPER.TEST.NUM_WORKERS, -1 = 0 on the CPU)")
     p.add_argument("--confidence", type=float, default=0.3, help="score threshold, both (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (default: %(default)s)")
     p.add_argument("--no-sahi", action="store_true", help="only ours, batched vs one tile at a time")
@@ -87,7 +88,7 @@ def main(argv=None):
     if args.batch is None:
         args.batch = int(cfg.SNIPER.TEST.TILE_BATCH_SIZE)
     if args.workers is None:
-        args.workers = int(cfg.DATALOADER.NUM_WORKERS)
+        args.workers = tile_loader_workers(cfg)
     work = tempfile.mkdtemp(prefix="bench_infer_")
     atexit.register(shutil.rmtree, work, True)  # weights, image and config written here
     weights = args.weights

@@ -343,6 +343,11 @@ def add_sniper_config(cfg):
     _C.SNIPER.TEST.TILE_OVERLAP = 256
     # Tiles run through the model per forward pass.
     _C.SNIPER.TEST.TILE_BATCH_SIZE = 4
+    # Data-loader worker processes cutting tiles while the model runs (tools/infer.py, evaluation).
+    # -1: DATALOADER.NUM_WORKERS when the model runs on a GPU, 0 on the CPU, where the model's threads
+    # already use every core and a worker competes with them (about 10% slower on 2 cores,
+    # docs/inference.md).
+    _C.SNIPER.TEST.NUM_WORKERS = -1
     # Merge across tiles and scales: "nms" (torchvision batched_nms), "nested_nms" (NMS that also
     # removes a box mostly inside a kept box of its class) or "soft_nms" (Gaussian).
     _C.SNIPER.TEST.MERGE_METHOD = "nms"

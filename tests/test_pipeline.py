@@ -76,3 +76,18 @@ def test_a_size_that_disagrees_with_the_data_set_is_an_error(images):
     tasks = [ImageTask(0, images[0], expected_size=(201, 300))]
     (index, det, _, err), = run_tiled_inference(predictor, build_tile_loader(tasks, predictor))
     assert det is None and "data set says 300x201" in err
+
+
+def test_tile_loader_workers_default_to_none_on_the_cpu_and_the_loader_setting_on_a_gpu():
+    from sniper_d2.cli import setup_cfg
+    from sniper_d2.inference.pipeline import tile_loader_workers
+
+    cfg = setup_cfg("configs/sniper_tiny_cpu.yaml", ["DATALOADER.NUM_WORKERS", "3"], purpose="read")
+    cfg.defrost()
+    assert cfg.SNIPER.TEST.NUM_WORKERS == -1 and tile_loader_workers(cfg) == 0  # MODEL.DEVICE cpu
+    cfg.MODEL.DEVICE = "cuda:1"
+    assert tile_loader_workers(cfg) == 3
+    cfg.SNIPER.TEST.NUM_WORKERS = 2
+    assert tile_loader_workers(cfg) == 2
+    cfg.MODEL.DEVICE = "cpu"
+    assert tile_loader_workers(cfg) == 2

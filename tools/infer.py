@@ -2,7 +2,7 @@
 r"""Run a SNIPER model on images or folders: detections drawn on each image, plus one COCO results json.
 
 Multi-scale tiled inference as in evaluation (cfg.SNIPER.TEST: scales, tiles, merge), tiles prepared
-in data-loader workers (DATALOADER.NUM_WORKERS) while the model runs; huge images are read by windows
+in data-loader workers (SNIPER.TEST.NUM_WORKERS; by default on a GPU only) while the model runs; huge images are read by windows
 (tiled TIFF) or decoded once (other formats), never held twice. ``--num-gpus N`` runs N processes
 (GPUs with detectron2's launch; without a GPU, N CPU processes joined by gloo), each on every N-th
 image; one results.json comes out, the same as with one process. Unreadable files are skipped with
@@ -94,6 +94,7 @@ def infer(args):
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
     from sniper_d2.inference.fast_model import prepare_for_inference
     from sniper_d2.inference.folder import infer_files
+    from sniper_d2.inference.pipeline import tile_loader_workers
 
     setup_logger(name="sniper_d2", distributed_rank=comm.get_rank())
     cfg = setup_cfg(args.config_file, args.opts, purpose="infer")
@@ -110,7 +111,7 @@ def infer(args):
     summary = infer_files(MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg)), files, args.output, cfg,
                           confidence_threshold=args.confidence_threshold, to_dataset_id=to_dataset_id,
                           class_names=class_names, draw=not args.no_draw, draw_max_side=args.draw_max_side,
-                          resume=args.resume, save_every=args.save_every, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                          resume=args.resume, save_every=args.save_every, num_workers=tile_loader_workers(cfg),
                           draw_focus=args.draw_focus, meta={"config_file": args.config_file})
     if summary is not None:
         skipped = summary["skipped"]

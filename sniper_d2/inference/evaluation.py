@@ -155,7 +155,7 @@ def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
     """Evaluate ``model`` on ``dataset_name`` with multi-scale tiled inference (all processes call it).
 
     The images are split over processes (``rank::world``) and go through the prefetching tile
-    pipeline (:mod:`sniper_d2.inference.pipeline`, ``DATALOADER.NUM_WORKERS`` workers, batches of
+    pipeline (:mod:`sniper_d2.inference.pipeline`, ``SNIPER.TEST.NUM_WORKERS`` workers, batches of
     ``SNIPER.TEST.TILE_BATCH_SIZE`` tiles across images), the same one ``tools/infer.py`` uses; each
     finished image goes to :class:`SniperCOCOEvaluator`, which gathers all processes' predictions.
 
@@ -176,7 +176,7 @@ def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
     from detectron2.evaluation.evaluator import inference_context
     from detectron2.utils import comm
 
-    from .pipeline import ImageTask, build_tile_loader, run_tiled_inference
+    from .pipeline import ImageTask, build_tile_loader, run_tiled_inference, tile_loader_workers
 
     if isinstance(model, (DistributedDataParallel, DataParallel)):
         model = model.module
@@ -192,7 +192,7 @@ def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
     tasks = [ImageTask(i, d["file_name"], expected_size=(d["height"], d["width"]) if "height" in d else None)
              for i, d in mine]
     predictor = MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg))
-    loader = build_tile_loader(tasks, predictor, cfg.INPUT.FORMAT, num_workers=cfg.DATALOADER.NUM_WORKERS)
+    loader = build_tile_loader(tasks, predictor, cfg.INPUT.FORMAT, num_workers=tile_loader_workers(cfg))
     start = time.perf_counter()
     with inference_context(model), torch.no_grad():
         for index, det, size, error in run_tiled_inference(predictor, loader):

@@ -103,6 +103,15 @@ def _as_list(batch):
     return batch
 
 
+def tile_loader_workers(cfg):
+    """Data-loader workers cutting tiles: ``SNIPER.TEST.NUM_WORKERS``, or for -1
+    ``DATALOADER.NUM_WORKERS`` when ``MODEL.DEVICE`` is a GPU and 0 on the CPU (see config.py)."""
+    workers = int(cfg.SNIPER.TEST.NUM_WORKERS)
+    if workers >= 0:
+        return workers
+    return int(cfg.DATALOADER.NUM_WORKERS) if str(cfg.MODEL.DEVICE).startswith("cuda") else 0
+
+
 def build_tile_loader(tasks, predictor, image_format="BGR", num_workers=0, prefetch_batches=2):
     """DataLoader of lists of up to ``TILE_BATCH_SIZE`` :class:`TileItem` (see :class:`TileDataset`)."""
     num_workers = min(int(num_workers), len(tasks))
