@@ -32,7 +32,7 @@ import torch
 from ..config import ConfigError
 
 __all__ = ["PRECISIONS", "cpu_has_native_bf16", "model_device_type", "resolve_precision", "inference_autocast",
-           "cast_backbone", "backbone_precision", "backbone_autocast"]
+           "cast_backbone", "backbone_precision", "check_backbone_precision", "backbone_autocast"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -99,6 +99,15 @@ def backbone_precision(model):
     return _NAMES.get(first.dtype, "fp32") if first is not None else "fp32"
 
 
+def check_backbone_precision(model, precision):
+    """Raise ConfigError when ``model.backbone`` was converted (:func:`cast_backbone`) to another
+    precision than ``precision`` (resolved), which it then cannot run."""
+    converted = backbone_precision(model)
+    if converted != "fp32" and converted != precision:
+        raise ConfigError(f"the model's backbone was converted to {converted} for inference (prepare_for_inference); "
+                          f"it cannot run in precision {precision!r} (SNIPER.TEST.PRECISION)")
+
+
 def cast_backbone(model, precision):
     """Convert ``model.backbone``'s weights to ``precision`` (resolved: "bf16" / "fp16"; "fp32" does
     nothing), in place, for inference only. Returns True when converted."""
@@ -135,11 +144,9 @@ def backbone_autocast(model, precision, device_type):
         ConfigError: the backbone was converted to another 16-bit type than ``precision``, or
             ``precision`` is "fp32" for a converted backbone.
     """
+    check_backbone_precision(model, precision)
     backbone = _backbone_of(model)
     converted = backbone_precision(model)
-    if converted != "fp32" and converted != precision:
-        raise ConfigError(f"the model's backbone was converted to {converted} for inference (prepare_for_inference); "
-                          f"it cannot run in SNIPER.TEST.PRECISION {precision!r}")
     if precision == "fp32":
         yield
         return

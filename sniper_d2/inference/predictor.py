@@ -23,7 +23,7 @@ from ..config import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from ..image_io import read_chip
 from .merge import METHODS, merge_detections
-from .precision import PRECISIONS, backbone_autocast, backbone_precision, model_device_type, resolve_precision
+from .precision import PRECISIONS, backbone_autocast, check_backbone_precision, model_device_type, resolve_precision
 
 __all__ = ["TiledInferenceParams", "Tile", "tile_batches", "image_size_of", "MultiScaleTiledPredictor"]
 
@@ -49,7 +49,7 @@ class TiledInferenceParams:
     focus_thresholds: tuple = ()  # AutoFocus, one per scale (cfg.SNIPER.AUTOFOCUS.*)
     focus_dilations: tuple = ()
     focus_min_chip_sizes: tuple = ()
-    precision: str = "fp32"  # of the forward pass: "auto", "fp32", "bf16", "fp16" (sniper_d2/inference/precision.py)
+    precision: str = "fp32"  # of the backbone: "auto", "fp32", "bf16", "fp16" (sniper_d2/inference/precision.py)
 
     def __post_init__(self):
         scales, valid_ranges = parse_scales(self.scales, self.valid_ranges, "SNIPER.TEST")
@@ -144,10 +144,7 @@ class MultiScaleTiledPredictor:
         # The forward pass's precision on the model's device ("auto" resolved once, here).
         self.device_type = model_device_type(model)
         self.precision = resolve_precision(params.precision, self.device_type) if model is not None else "fp32"
-        converted = backbone_precision(model)
-        if converted != "fp32" and converted != self.precision:
-            raise ConfigError(f"the model's backbone was converted to {converted} for inference (prepare_for_inference), "
-                              f"but SNIPER.TEST.PRECISION {params.precision!r} runs {self.precision} here")
+        check_backbone_precision(model, self.precision)
 
     def scale_windows(self, image_size):
         """[(scale_index, scale, windows (T, 4) int64 XYXY scaled px)] for every scale that leaves a pixel."""
