@@ -20,9 +20,9 @@ worker while the model runs, ``--batch`` tiles per forward; both default to the 
 ``tools/infer.py``), the model prepared by
 ``sniper_d2.inference.fast_model.prepare_for_inference`` (batch norms folded into the
 convolutions, channels-last weights on the CPU, the backbone's weights in the precision), every size kept at every scale (no range filter),
-SNIPER.TEST.MERGE_METHOD, SNIPER.TEST.PRECISION (default "auto": the backbone under bfloat16
-autocast on CPUs with AMX-BF16 and on GPUs with bfloat16, float32 elsewhere; the heads always run in
-float32; SAHI's DefaultPredictor runs float32). Also
+SNIPER.TEST.MERGE_METHOD, SNIPER.TEST.PRECISION (default "auto": the backbone in bfloat16 on CPUs
+with AMX-BF16 and on GPUs with bfloat16, float32 elsewhere; the heads always run in float32; SAHI's
+DefaultPredictor runs float32). Also
 timed: ours in float32 (the precision's share of the speed; its AP cost is measured by
 benchmarks/precision_ap.py), ours with the model as loaded, and ours in one process at one tile per
 forward (where the speed comes from). Both keep detections scoring >= ``--confidence``. The
@@ -107,7 +107,8 @@ def main(argv=None):
     spec = SyntheticSpec(num_images=1, min_side_px=args.side, max_side_px=args.side, seed=7)
     image_path = os.path.join(work, "scene.jpg")
     cv2.imwrite(image_path, render_image(spec, 0)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
-    # Ours runs the model as tools/infer.py does: batch norms folded, channels-last weights on the CPU.
+    # Ours runs the model as tools/infer.py does: batch norms folded, channels-last weights on the CPU,
+    # the backbone's weights in the precision.
     fast = prepare_for_inference(copy.deepcopy(model), precision=base.precision)
     predictors = {k: MultiScaleTiledPredictor(fast, v) for k, v in params.items()}
     n_tiles = {k: sum(len(w) for _, _, w in p.scale_windows((args.side, args.side))) for k, p in predictors.items()}
@@ -133,9 +134,9 @@ def main(argv=None):
     variants = {ours[k]: (lambda p=p: pipeline(p)) for k, p in predictors.items()}
     as_loaded = MultiScaleTiledPredictor(model, params["tiles"])
     variants["ours, tiles only, model as loaded (no folding, NCHW)"] = lambda: pipeline(as_loaded)
-    fp32 = MultiScaleTiledPredictor(prepare_for_inference(copy.deepcopy(model)), replace(params["tiles"], precision="fp32"))
     fp32_name = f"ours, tiles only, fp32 ({args.workers} worker, {args.batch}/forward)"
     if predictors["tiles"].precision != "fp32":
+        fp32 = MultiScaleTiledPredictor(prepare_for_inference(copy.deepcopy(model)), replace(params["tiles"], precision="fp32"))
         variants[fp32_name] = lambda: pipeline(fp32)
     one = MultiScaleTiledPredictor(fast, replace(params["tiles"], tile_batch_size=1))
     variants["ours, tiles only, in one process, 1/forward"] = lambda: len(one(read_image(image_path))["boxes"])

@@ -25,19 +25,17 @@ less time per tile here).
 """
 
 import contextlib
-import logging
 
 import torch
 
 from ..config import ConfigError
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "model_device_type", "resolve_precision", "inference_autocast",
+__all__ = ["PRECISIONS", "check_precision_name", "cpu_has_native_bf16", "model_device_type", "resolve_precision", "inference_autocast",
            "cast_backbone", "backbone_precision", "check_backbone_precision", "backbone_autocast"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
-logger = logging.getLogger(__name__)
 
 
 def cpu_has_native_bf16():
@@ -57,6 +55,12 @@ def model_device_type(model):
     return torch.device(device or "cpu").type
 
 
+def check_precision_name(precision):
+    """Raise ConfigError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"SNIPER.TEST.PRECISION must be one of {PRECISIONS}, got {precision!r}")
+
+
 def resolve_precision(precision, device_type):
     """The precision to run on ``device_type`` ("cpu" or "cuda"): "fp32", "bf16" or "fp16".
 
@@ -64,8 +68,7 @@ def resolve_precision(precision, device_type):
         ConfigError: an unknown name, or one the device cannot run (fp16 on the CPU, bf16 on a GPU
             without bfloat16).
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"SNIPER.TEST.PRECISION must be one of {PRECISIONS}, got {precision!r}")
+    check_precision_name(precision)
     cuda = device_type == "cuda"
     if precision == "auto":
         native = torch.cuda.is_bf16_supported() if cuda else device_type == "cpu" and cpu_has_native_bf16()
@@ -101,11 +104,13 @@ def backbone_precision(model):
 
 def check_backbone_precision(model, precision):
     """Raise ConfigError when ``model.backbone`` was converted (:func:`cast_backbone`) to another
-    precision than ``precision`` (resolved), which it then cannot run."""
+    precision than ``precision`` (resolved), which it then cannot run; else return
+    :func:`backbone_precision`."""
     converted = backbone_precision(model)
     if converted != "fp32" and converted != precision:
         raise ConfigError(f"the model's backbone was converted to {converted} for inference (prepare_for_inference); "
                           f"it cannot run in precision {precision!r} (SNIPER.TEST.PRECISION)")
+    return converted
 
 
 def cast_backbone(model, precision):
@@ -144,9 +149,8 @@ def backbone_autocast(model, precision, device_type):
         ConfigError: the backbone was converted to another 16-bit type than ``precision``, or
             ``precision`` is "fp32" for a converted backbone.
     """
-    check_backbone_precision(model, precision)
+    converted = check_backbone_precision(model, precision)
     backbone = _backbone_of(model)
-    converted = backbone_precision(model)
     if precision == "fp32":
         yield
         return

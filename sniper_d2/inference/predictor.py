@@ -23,7 +23,8 @@ from ..config import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from ..image_io import read_chip
 from .merge import METHODS, merge_detections
-from .precision import PRECISIONS, backbone_autocast, check_backbone_precision, model_device_type, resolve_precision
+from .precision import (backbone_autocast, check_backbone_precision, check_precision_name, model_device_type,
+                        resolve_precision)
 
 __all__ = ["TiledInferenceParams", "Tile", "tile_batches", "image_size_of", "MultiScaleTiledPredictor"]
 
@@ -68,8 +69,7 @@ class TiledInferenceParams:
                 if len(v) != len(self.scales):
                     raise ConfigError(f"SNIPER.AUTOFOCUS.{key} has {len(v)} entries but SNIPER.TEST.SCALES has "
                                       f"{len(self.scales)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"SNIPER.TEST.PRECISION must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision_name(self.precision)
         if self.merge_method not in METHODS:
             raise ConfigError(f"SNIPER.TEST.MERGE_METHOD must be one of {METHODS}, got {self.merge_method!r}")
 
