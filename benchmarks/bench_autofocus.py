@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 CONFIG = "configs/sniper_tiny_cpu_autofocus.yaml"
 
 from sniper_d2 import experiment  # noqa: E402
+from sniper_d2.cli import parse_with_overrides  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides, for training (when it trains) and inference, e.g. "
                         "SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)' or SNIPER.AUTOFOCUS.POSITIVE_MIN_SIDE 24")
-    return p.parse_args(argv)
+    return parse_with_overrides(p, argv)
 
 
 def make_data(args, seed, train):

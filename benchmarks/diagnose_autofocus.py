@@ -36,6 +36,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_autofocus import build_predictors  # noqa: E402  (the same model and predictors as the benchmark)
 
+from sniper_d2.cli import parse_with_overrides  # noqa: E402
+
 BANDS = ((0, 20), (20, 48), (48, 112), (112, 1e9))
 
 
@@ -51,7 +53,7 @@ def parse_args(argv=None):
                         "(default: the top of SNIPER.AUTOFOCUS.POSITIVE_RANGE)")
     p.add_argument("--skip-full-cache", default=None, help="npz cache of full-mode detections (reused if present)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
-    return p.parse_args(argv)
+    return parse_with_overrides(p, argv)
 
 
 def build(args):

@@ -22,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sniper_d2.cli import parse_with_overrides  # noqa: E402
 
 METHODS = ("nms", "nested_nms", "soft_nms")
 
@@ -45,7 +46,7 @@ def main():
     p.add_argument("--weights", nargs="+", required=True, help="one trained model per seed")
     p.add_argument("--dataset", nargs=2, action="append", metavar=("NAME", "JSON"), required=True)
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs")
-    args = p.parse_args()
+    args = parse_with_overrides(p)
 
     import torch
     from detectron2.checkpoint import DetectionCheckpointer

@@ -27,6 +27,7 @@ from collections import defaultdict
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sniper_d2.cli import parse_with_overrides  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
                    help="SNIPER.TEST.PRECISION values; differences are from the first (default: %(default)s)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs")
-    return p.parse_args(argv)
+    return parse_with_overrides(p, argv)
 
 
 def main(argv=None):

@@ -12,13 +12,34 @@ Importing this module needs numpy only (the statistics and planning tools run wi
 detectron2 and torch are imported inside the functions that need them.
 """
 
+import re
 import sys
 
-__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "PURPOSES"]
+__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "parse_with_overrides", "PURPOSES"]
 
 # What a tool does with its config (see setup_cfg): train (train_net.py), infer (tools/infer.py,
 # the proposal dump, evaluation), read (tools that only read settings: planning, benchmarks).
 PURPOSES = ("train", "infer", "read")
+
+
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.WEIGHTS, SNIPER.TEST.MODE, ...
+
+
+def parse_with_overrides(parser, argv=None):
+    """``parser.parse_args`` for a parser whose last positional is ``opts`` (config overrides,
+    ``nargs=argparse.REMAINDER``), also when the overrides directly follow an option that takes a
+    list (``--json a.json b.json SNIPER.TEST.MODE full``: argparse alone would hand the overrides to
+    ``--json``). Everything from the first config key (dotted upper case, e.g. ``SNIPER.TEST.MODE``)
+    on is an override.
+
+    Returns:
+        argparse.Namespace with ``opts``: list of str, the overrides in order.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, a in enumerate(argv) if _CONFIG_KEY.match(a)), len(argv))
+    args = parser.parse_args(argv[:first])
+    args.opts = list(args.opts or []) + argv[first:]
+    return args
 
 
 def user_errors():

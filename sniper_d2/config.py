@@ -410,3 +410,8 @@ def add_sniper_config(cfg):
     _C.SNIPER.AUTOFOCUS.THRESHOLDS = (0.2, 0.2, 0.02)
     _C.SNIPER.AUTOFOCUS.DILATIONS = (3, 3, 3)
     _C.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES = (320, 320, 256)
+    # Hand-off between scales: a scale's lower test-range limit (SNIPER.TEST.VALID_RANGES) leaves
+    # small objects to the next finer scale, which in AutoFocus runs only inside focus chips. True: a
+    # scale keeps its detections below that limit outside the finer scale's chips (where no finer
+    # scale looked) and drops them inside; False: the range applies everywhere, as in full inference.
+    _C.SNIPER.AUTOFOCUS.KEEP_SMALL_OUTSIDE_CHIPS = True

@@ -14,8 +14,8 @@ from torchvision.ops import box_iou
 
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
 from sniper_d2.geometry import tile_windows
-from sniper_d2.inference.autofocus import (focus_chips, focus_components, full_inference_pixels, grow_boxes,
-                                           merge_overlapping, region_windows)
+from sniper_d2.inference.autofocus import (drop_handed_over, focus_chips, focus_components, full_inference_pixels,
+                                           grow_boxes, merge_overlapping, region_windows)
 from sniper_d2.modeling.focus import focus_labels
 
 
@@ -270,6 +270,58 @@ def test_autofocus_with_ground_truth_focus_finds_everything_full_inference_finds
         total_auto += int(det_auto["pixels"].sum())
         assert set(det_auto["autofocus"]["maps"]) == {2, 1}
     assert total_auto < total_full
+
+
+class BlindFocusOracleModel(FocusOracleModel):
+    """FocusOracleModel whose focus map is all zeros: no finer scale ever runs."""
+
+    def forward(self, inputs):
+        outputs = super().forward(inputs)
+        for out in outputs:
+            out["focus"] = torch.zeros_like(out["focus"])
+        return outputs
+
+
+def test_drop_handed_over_drops_small_boxes_centred_in_chips_only():
+    boxes = torch.tensor([[10, 10, 20, 20],      # small, centre (15, 15) inside the chip
+                          [60, 60, 70, 70],      # small, centre outside
+                          [0, 0, 50, 50],        # large (size 50 > lo), centre inside
+                          [95, 10, 105, 20],     # small, centre x = 100: the chip's open right edge
+                          [90, 10, 100, 20]], dtype=torch.float32)  # small, centre x = 95 inside
+    scores, classes = torch.arange(5, dtype=torch.float32), torch.arange(5)
+    chips = np.array([[0, 0, 100, 40]], np.float64)
+    b, s, c = drop_handed_over((boxes, scores, classes), 30.0, chips)
+    assert c.tolist() == [1, 2, 3]
+    assert torch.equal(b, boxes[[1, 2, 3]]) and torch.equal(s, scores[[1, 2, 3]])
+    b, _, c = drop_handed_over((boxes, scores, classes), 30.0, np.zeros((0, 4)))
+    assert c.tolist() == [0, 1, 2, 3, 4]  # no chips: nothing was handed over
+
+
+def test_a_scale_keeps_small_objects_where_no_finer_scale_ran(tmp_path):
+    """With a blind focus map only the coarsest scale (0.5, range > 100 px) runs. The hand-off rule
+    keeps what it sees below its range (the stand-in sees >= 12 tile px = 24 original px) instead of
+    dropping it for a finer scale that never looked; without the rule only > 100 px survive."""
+    import json
+
+    import cv2
+    from test_stitching_oracle import make_dataset
+
+    gt = json.load(open(make_dataset(str(tmp_path), n=2, seed=3)))
+    focus = dict(mode="autofocus", focus_thresholds=(0.5,) * 3, focus_dilations=(1,) * 3,
+                 focus_min_chip_sizes=(128,) * 3)
+    keep = MultiScaleTiledPredictor(BlindFocusOracleModel(), TiledInferenceParams(**PARAMS, **focus))
+    plain = MultiScaleTiledPredictor(BlindFocusOracleModel(), TiledInferenceParams(
+        **PARAMS, **focus, focus_keep_small_outside_chips=False))
+    for entry in gt["images"]:
+        image = cv2.imread(str(tmp_path / entry["file_name"]))
+        boxes = torch.tensor([a["bbox"] for a in gt["annotations"] if a["image_id"] == entry["id"]], dtype=torch.float32)
+        boxes[:, 2:] += boxes[:, :2]
+        sizes = (boxes[:, 2] - boxes[:, 0])
+        det_keep, det_plain = keep(image), plain(image)
+        assert det_keep["pixels"][:2].tolist() == [0, 0]  # only the coarsest scale ran
+        assert torch.equal(_found(det_keep, boxes), sizes >= 2 * SMALLEST_DETECTED)
+        assert torch.equal(_found(det_plain, boxes), sizes > 100)
+        assert len(det_keep["boxes"]) == int((sizes >= 2 * SMALLEST_DETECTED).sum())  # no duplicates
 
 
 def test_autofocus_mode_needs_a_focus_model():

@@ -24,3 +24,22 @@ def test_a_missing_file_is_a_user_error():
 def test_a_key_error_from_a_library_bug_keeps_its_traceback():
     with pytest.raises(KeyError, match="boxes"):
         run_main(_raise, "tool.py", KeyError("boxes"))
+
+
+def test_parse_with_overrides_takes_config_keys_away_from_list_options():
+    import argparse
+
+    from sniper_d2.cli import parse_with_overrides
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--json", nargs="+")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[])
+    args = parse_with_overrides(p, ["--json", "a.json", "b.json", "SNIPER.TEST.MODE", "full", "MODEL.DEVICE", "cpu"])
+    assert args.json == ["a.json", "b.json"] and args.opts == ["SNIPER.TEST.MODE", "full", "MODEL.DEVICE", "cpu"]
+    args = parse_with_overrides(p, ["--seeds", "1", "2", "SNIPER.AUTOFOCUS.THRESHOLDS", "(0.5, 0.3, 0.0)"])
+    assert args.seeds == [1, 2] and args.opts == ["SNIPER.AUTOFOCUS.THRESHOLDS", "(0.5, 0.3, 0.0)"]
+    args = parse_with_overrides(p, ["--json", "x.json"])
+    assert args.json == ["x.json"] and args.opts == []
+    with pytest.raises(SystemExit):  # a value that is not a key still reaches the option and fails there
+        parse_with_overrides(p, ["--seeds", "1", "model.weights", "x"])

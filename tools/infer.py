@@ -35,7 +35,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sniper_d2.cli import run_cli, run_main, setup_cfg  # noqa: E402
+from sniper_d2.cli import parse_with_overrides, run_cli, run_main, setup_cfg  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("sniper_d2.infer")
@@ -61,7 +61,7 @@ def parse_args(argv=None):
                    help="images between two saves of each process's partial results (default: %(default)s)")
     p.add_argument("--dist-url", default="auto", help="process group address (default: a free local port)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs")
-    args = p.parse_args(argv)
+    args = parse_with_overrides(p, argv)
     args.num_machines, args.machine_rank = 1, 0
     return args
 

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sniper_d2.cli import run_main, setup_cfg  # noqa: E402
+from sniper_d2.cli import parse_with_overrides, run_main, setup_cfg  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
 from sniper_d2.config import is_fit  # noqa: E402
 from sniper_d2.plans import PlanParams, load_or_build_plan  # noqa: E402
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--draw", type=int, default=0, metavar="N",
                    help="write chip overlays (epoch 0) of the first N images to <output dir>/plan_overlays/")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    return p.parse_args(argv)
+    return parse_with_overrides(p, argv)
 
 
 # Per scale index: BGR colours of the chip outlines (cycled).

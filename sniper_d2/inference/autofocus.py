@@ -5,7 +5,11 @@ scale runs on the whole image; its focus map (``SniperFocusRCNN``'s ``"focus"`` 
 over its tiles) gives *focus chips* (:func:`focus_chips`); the next finer scale runs only inside
 those chips, its own focus map gives the chips of the scale after it, and so on until no chip is
 left or the finest scale has run. Detections are filtered by each scale's test range and merged as
-in full multi-scale inference (the predictor's ``detect_windows`` and ``merge``).
+in full multi-scale inference (the predictor's ``detect_windows`` and ``merge``), with one hand-off
+rule (``SNIPER.AUTOFOCUS.KEEP_SMALL_OUTSIDE_CHIPS``): a scale's lower range limit hands small objects
+to the next finer scale only where that scale ran. A coarser scale's detections below its range are
+kept outside the finer scale's chips (:func:`drop_handed_over`): there no finer scale looked, and in
+full inference the object would have come from the finer scale.
 
 Frames: *cells* index a focus map of stride ``stride`` (cell ``(i, j)`` covers scaled pixels
 ``[j*stride, (j+1)*stride) x [i*stride, (i+1)*stride)``); *scaled pixels* are those of the image
@@ -19,10 +23,11 @@ import cv2
 import numpy as np
 
 from ..chips import resolve_scale
+from ..config import ValidRange
 from ..geometry import tile_windows
 
 __all__ = ["focus_components", "grow_boxes", "merge_overlapping", "focus_chips", "stitch_focus_map",
-           "region_windows", "autofocus_predict", "full_inference_pixels", "draw_focus"]
+           "region_windows", "drop_handed_over", "autofocus_predict", "full_inference_pixels", "draw_focus"]
 
 
 def focus_components(focus_map, threshold, dilation):
@@ -168,6 +173,31 @@ def region_windows(regions, tile_size, overlap):
     return windows[np.lexsort((windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1]))]
 
 
+def drop_handed_over(detections, lo, chips):
+    """Drop the detections a finer scale was responsible for: below ``lo`` and centred in a chip.
+
+    Args:
+        detections: (boxes (K, 4) float XYXY original px, scores (K,), classes (K,)) tensors.
+        lo (float): the scale's lower test-range limit, ``sqrt(w*h)`` in original px (a box is
+            small when its size is <= lo, the complement of :meth:`ValidRange.test_mask`).
+        chips: (M, 4) float XYXY original px, where the next finer scale ran.
+
+    Returns:
+        the same triple without the small boxes whose centre lies inside a chip (half-open
+        ``[x0, x1) x [y0, y1)``); boxes of size > lo are all kept.
+    """
+    boxes, scores, classes = detections
+    if len(boxes) == 0:
+        return detections
+    size = ((boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
+    chips = boxes.new_tensor(np.asarray(chips, np.float64).reshape(-1, 4))
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    inside = ((cx[:, None] >= chips[:, 0]) & (cx[:, None] < chips[:, 2]) &
+              (cy[:, None] >= chips[:, 1]) & (cy[:, None] < chips[:, 3])).any(dim=1)
+    keep = ~((size <= lo) & inside)
+    return boxes[keep], scores[keep], classes[keep]
+
+
 def full_inference_pixels(image_size, params):
     """(S,) int64 pixels full multi-scale tiled inference processes per scale of one image
     (the tiles' areas; overlaps count twice, as the detector runs on them twice)."""
@@ -187,6 +217,10 @@ def autofocus_predict(predictor, image):
         predictor (MultiScaleTiledPredictor): its params carry ``focus_thresholds``,
             ``focus_dilations`` and ``focus_min_chip_sizes`` (one per ``SNIPER.TEST.SCALES`` entry).
         image: (H, W, 3) uint8, original size.
+
+    With ``focus_keep_small_outside_chips`` a scale that hands chips to a finer one filters its
+    detections by its range's upper limit only, then drops the small ones inside the finer scale's
+    chips (:func:`drop_handed_over`).
 
     Returns:
         dict: ``boxes``, ``scores``, ``classes`` as full inference returns them; ``pixels`` (S,)
@@ -216,15 +250,21 @@ def autofocus_predict(predictor, image):
             windows = region_windows(regions, p.tile_size, p.tile_overlap)
             chips_orig[s_idx] = regions / scale
         raw = []
-        parts.append(predictor.detect_windows(image, s_idx, windows, scale=scale, raw_outputs=raw))
+        finest = k == len(order) - 1
+        valid = p.valid_ranges[s_idx]
+        keep_small = p.focus_keep_small_outside_chips and not finest
+        found = predictor.detect_windows(image, s_idx, windows, scale=scale, raw_outputs=raw,
+                                         valid_range=ValidRange(0.0, valid.hi) if keep_small else None)
         pixels[s_idx] = int(((windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])).sum())
-        if k == len(order) - 1:
+        if finest:
+            parts.append(found)
             break
         fmap, stride = stitch_focus_map(windows, raw, scaled)
         maps[s_idx] = (fmap, stride / scale)
         nxt = order[k + 1]
         regions = focus_chips(fmap, stride, scale, p.focus_thresholds[s_idx], p.focus_dilations[s_idx],
                               scales[nxt], (h, w), p.focus_min_chip_sizes[s_idx])
+        parts.append(drop_handed_over(found, valid.lo, regions / scales[nxt]) if keep_small else found)
         if len(regions) == 0:
             break
     return {**predictor.merge(parts), "pixels": pixels, "autofocus": {"chips": chips_orig, "maps": maps}}

@@ -50,6 +50,7 @@ class TiledInferenceParams:
     focus_thresholds: tuple = ()  # AutoFocus, one per scale (cfg.SNIPER.AUTOFOCUS.*)
     focus_dilations: tuple = ()
     focus_min_chip_sizes: tuple = ()
+    focus_keep_small_outside_chips: bool = True
     precision: str = "fp32"  # of the backbone: "auto", "fp32", "bf16", "fp16" (sniper_d2/inference/precision.py)
 
     def __post_init__(self):
@@ -85,6 +86,7 @@ class TiledInferenceParams:
                    focus_thresholds=tuple(float(v) for v in cfg.SNIPER.AUTOFOCUS.THRESHOLDS),
                    focus_dilations=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.DILATIONS),
                    focus_min_chip_sizes=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES),
+                   focus_keep_small_outside_chips=bool(cfg.SNIPER.AUTOFOCUS.KEEP_SMALL_OUTSIDE_CHIPS),
                    precision=str(t.PRECISION))
 
 
@@ -186,12 +188,13 @@ class MultiScaleTiledPredictor:
             for window in windows:
                 yield self.cut_tile(image, window, scale, s_idx)
 
-    def detect_tiles(self, tiles, raw_outputs=None):
+    def detect_tiles(self, tiles, raw_outputs=None, valid_range=None):
         """Run the model on tiles (one forward pass); per tile, its detections in original pixels.
 
         Each tile's boxes: score >= SCORE_THRESH, not touching an inner tile side (border rule),
         mapped ``x = u / scale + x0``, clipped to the image, kept when ``lo < sqrt(w*h) <= hi`` of the
-        tile's scale (original px). Tiles may come from different images.
+        tile's scale (original px), or of ``valid_range`` (a ValidRange) when given. Tiles may come
+        from different images.
 
         Returns:
             list over tiles of (boxes (K, 4) float32, scores (K,), classes (K,) int64), model device.
@@ -215,24 +218,26 @@ class MultiScaleTiledPredictor:
                 th, tw = tile.pixels.shape[:2]
                 keep &= ~touches_inner_border(boxes, (tw, th), tile.inner_sides)
             boxes = boxes[keep] / tile.scale + boxes.new_tensor(tile.origin * 2, dtype=torch.float32)
-            results.append(self._filter(boxes, scores[keep], classes[keep].long(), tile.scale_index, tile.image_size))
+            valid = valid_range or self.params.valid_ranges[tile.scale_index]
+            results.append(self._filter(boxes, scores[keep], classes[keep].long(), valid, tile.image_size))
         return results
 
-    def _filter(self, boxes, scores, classes, scale_index, image_size):
-        """Clip to the image, keep lo < sqrt(w*h) <= hi of the scale (original pixels)."""
+    @staticmethod
+    def _filter(boxes, scores, classes, valid_range, image_size):
+        """Clip to the image, keep lo < sqrt(w*h) <= hi of ``valid_range`` (original pixels)."""
         boxes = Boxes(boxes)
         boxes.clip(image_size)
         size = boxes.area().clamp(min=0).sqrt()
         boxes = boxes.tensor
-        keep = self.params.valid_ranges[scale_index].test_mask(size)
+        keep = valid_range.test_mask(size)
         return boxes[keep], scores[keep], classes[keep]
 
-    def _batched(self, tiles, raw_outputs=None):
+    def _batched(self, tiles, raw_outputs=None, valid_range=None):
         """detect_tiles over an iterable of tiles, TILE_BATCH_SIZE at a time; list of per-tile results."""
         return [part for batch in tile_batches(tiles, self.params.tile_batch_size)
-                for part in self.detect_tiles(batch, raw_outputs)]
+                for part in self.detect_tiles(batch, raw_outputs, valid_range)]
 
-    def detect_windows(self, image, scale_index, windows, scale=None, raw_outputs=None):
+    def detect_windows(self, image, scale_index, windows, scale=None, raw_outputs=None, valid_range=None):
         """Run the detector on some windows of one image at one scale, before merging.
 
         Args:
@@ -243,6 +248,7 @@ class MultiScaleTiledPredictor:
             scale (float or None): the resize factor; None = the scale_index's (FIT resolved).
             raw_outputs (list or None): when a list, the model's output dict of each window is
                 appended to it, in window order (AutoFocus reads the focus maps there).
+            valid_range (ValidRange or None): filter by this range instead of the scale's.
 
         Returns:
             (boxes (K, 4) float32 XYXY original px, scores (K,), classes (K,) int64), unmerged,
@@ -251,7 +257,8 @@ class MultiScaleTiledPredictor:
         h, w = image_size_of(image)
         if scale is None:
             scale = resolve_scale(self.params.scales[scale_index], (h, w), self.params.fit_size)
-        parts = self._batched((self.cut_tile(image, win, scale, scale_index) for win in windows), raw_outputs)
+        parts = self._batched((self.cut_tile(image, win, scale, scale_index) for win in windows), raw_outputs,
+                              valid_range)
         return self._cat(parts)
 
     @staticmethod
