@@ -96,7 +96,9 @@ def test_parts_of_another_dump_are_refused(small_synthetic, tmp_path):
         finished_image_ids(path, _header(records))
 
 
-def test_dump_tool_with_a_random_model_writes_a_usable_file(small_synthetic, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_dump_tool_with_a_random_model_writes_a_usable_file(small_synthetic, tmp_path, precision):
+    """Also with the backbone converted to bf16 (tools/dump_proposals.py prepares the model)."""
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
@@ -110,9 +112,15 @@ def test_dump_tool_with_a_random_model_writes_a_usable_file(small_synthetic, tmp
     add_sniper_config(cfg)
     cfg.merge_from_file(os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"))
     cfg.merge_from_list(["SNIPER.NEG.TOPK_PER_SCALE", "20", "SNIPER.TEST.TILE_SIZE", "256",
-                         "SNIPER.SCALES", "(1.0, -1.0)", "SNIPER.VALID_RANGES", "((0, 80), (60, -1))"])
+                         "SNIPER.SCALES", "(1.0, -1.0)", "SNIPER.VALID_RANGES", "((0, 80), (60, -1))",
+                         "SNIPER.TEST.PRECISION", precision])
     torch.manual_seed(0)
     model = build_model(cfg)
+    if precision != "fp32":
+        from sniper_d2.inference.fast_model import prepare_for_inference
+
+        prepare_for_inference(model, precision=precision)
+        assert next(model.backbone.parameters()).dtype == torch.bfloat16
     records, _ = load_coco_records(small_synthetic["train"])
     records = records[:3]
     path = str(tmp_path / "p.npz")

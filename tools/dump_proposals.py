@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Dump RPN proposals of a (short-trained) model over the training set, for negative chips.
 
-Runs at every SNIPER training scale, tiled like inference, keeps SNIPER.NEG.TOPK_PER_SCALE proposals
+Runs at every SNIPER training scale, tiled like inference (the backbone in SNIPER.TEST.PRECISION), keeps SNIPER.NEG.TOPK_PER_SCALE proposals
 per image and scale after NMS, and writes one versioned file. Interrupted? Run the same command
 again: finished images are not redone. Then train with SNIPER.NEG.PROPOSALS_FILE pointing at it.
 
@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
 from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import training_records  # noqa: E402
+from sniper_d2.inference.fast_model import prepare_for_inference  # noqa: E402
 from sniper_d2.inference.proposal_dump import dump_proposals  # noqa: E402
 
 
@@ -32,6 +33,8 @@ def main(args):
         raise FileNotFoundError("MODEL.WEIGHTS is empty: give the weak detector's weights: MODEL.WEIGHTS path/to/model_final.pth")
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    # as tools/infer.py: batch norms folded, channels-last on CPU, backbone in SNIPER.TEST.PRECISION
+    prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION)
     records, _ = training_records(cfg)
     dump_proposals(cfg, model, records, args.output)
 

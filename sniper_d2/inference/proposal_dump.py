@@ -23,6 +23,7 @@ from ..coco import images_hash
 from ..chips import resolve_scale
 from ..image_io import open_image
 from ..proposals import finished_image_ids, merge_proposal_parts, save_proposal_part, scales_hash
+from .precision import backbone_autocast
 from .predictor import MultiScaleTiledPredictor, TiledInferenceParams, image_size_of, tile_batches
 
 __all__ = ["image_proposals", "dump_proposals"]
@@ -31,17 +32,21 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def _rpn(model, tiles):
-    """RPN proposals of a batch of :class:`~sniper_d2.inference.predictor.Tile` s: list of
-    (boxes (P, 4) float32 tile pixels, logits (P,)) on CPU."""
+def _rpn(tiling, tiles):
+    """RPN proposals of a batch of :class:`~sniper_d2.inference.predictor.Tile` s through
+    ``tiling.model`` (its backbone in ``tiling.precision``): list of (boxes (P, 4) float32 tile
+    pixels, logits (P,)) on CPU."""
+    model = tiling.model
     inputs = [{"image": torch.as_tensor(np.ascontiguousarray(t.pixels.transpose(2, 0, 1)))} for t in tiles]
     images = model.preprocess_image(inputs)
-    features = model.backbone(images.tensor)
+    with backbone_autocast(model, tiling.precision, tiling.device_type):
+        features = model.backbone(images.tensor)
     proposals, _ = model.proposal_generator(images, features, None)
     return [(p.proposal_boxes.tensor.float().cpu(), p.objectness_logits.cpu()) for p in proposals]
 
 
-def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, batch_size, topk, nms_thresh):
+def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, batch_size, topk, nms_thresh,
+                    precision="fp32"):
     """Proposals of one image at each scale.
 
     Args:
@@ -52,6 +57,7 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
         chip_size (int): the fit scale's long side, scaled pixels.
         tile_size (int), tile_overlap (int): windows and their overlap, scaled pixels.
         batch_size (int): tiles per forward pass. topk (int), nms_thresh (float): kept per scale after NMS.
+        precision (str): of the backbone, a ``SNIPER.TEST.PRECISION`` value (the RPN stays float32).
 
     Returns:
         list over scales of (boxes (K, 4) float32 XYXY original pixels, scores (K,) float32); a scale
@@ -61,10 +67,10 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
     # The predictor's tiling at the training scales (its test ranges are not used: no detection step).
     tiling = MultiScaleTiledPredictor(model, TiledInferenceParams(
         scales=tuple(scales), valid_ranges=((0.0, -1.0),) * len(scales), tile_size=tile_size, fit_size=chip_size,
-        tile_overlap=tile_overlap, tile_batch_size=batch_size))
+        tile_overlap=tile_overlap, tile_batch_size=batch_size, precision=precision))
     boxes, scores = [[] for _ in scales], [[] for _ in scales]
     for batch in tile_batches(tiling.tiles(image), batch_size):
-        for tile, (b, s) in zip(batch, _rpn(model, batch)):
+        for tile, (b, s) in zip(batch, _rpn(tiling, batch)):
             x0, y0 = tile.origin
             boxes[tile.scale_index].append(b / tile.scale + torch.tensor([x0, y0, x0, y0], dtype=torch.float32))
             scores[tile.scale_index].append(s)
@@ -118,7 +124,7 @@ def dump_proposals(cfg, model, records, output_path, save_every=16):
                 resolve_scale(s, size, cfg.SNIPER.CHIP_SIZE) for s in cfg.SNIPER.SCALES)) as reader:
             per_scale = image_proposals(model, reader, cfg.SNIPER.SCALES, cfg.SNIPER.CHIP_SIZE, t.TILE_SIZE,
                                         t.TILE_OVERLAP, t.TILE_BATCH_SIZE, cfg.SNIPER.NEG.TOPK_PER_SCALE,
-                                        cfg.SNIPER.NEG.NMS_THRESH)
+                                        cfg.SNIPER.NEG.NMS_THRESH, precision=t.PRECISION)
         for s_idx, (boxes, scores) in enumerate(per_scale):
             rows.append((np.full(len(boxes), rec["image_id"], np.int64), np.full(len(boxes), s_idx, np.int32),
                          boxes, scores))
