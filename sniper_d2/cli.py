@@ -22,21 +22,33 @@ __all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "parse_with_overri
 PURPOSES = ("train", "infer", "read")
 
 
-_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.WEIGHTS, SNIPER.TEST.MODE, ...
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")  # SEED, MODEL.WEIGHTS, SNIPER.TEST.MODE, ...
+# The top-level sections of detectron2's config (get_cfg()) plus ours.
+_CONFIG_ROOTS = {"CUDNN_BENCHMARK", "DATALOADER", "DATASETS", "GLOBAL", "INPUT", "MODEL", "OUTPUT_DIR", "SEED",
+                 "SOLVER", "TEST", "VERSION", "VIS_PERIOD", "SNIPER"}
+
+
+def _is_config_key(token):
+    """A config key (``SEED``, ``SNIPER.TEST.MODE``): upper case, under a known top-level section,
+    and not an existing file (``TEST.JPG``)."""
+    import os
+
+    return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in _CONFIG_ROOTS and not os.path.exists(token)
 
 
 def parse_with_overrides(parser, argv=None):
     """``parser.parse_args`` for a parser whose last positional is ``opts`` (config overrides,
     ``nargs=argparse.REMAINDER``), also when the overrides directly follow an option that takes a
     list (``--json a.json b.json SNIPER.TEST.MODE full``: argparse alone would hand the overrides to
-    ``--json``). Everything from the first config key (dotted upper case, e.g. ``SNIPER.TEST.MODE``)
-    on is an override.
+    ``--json``). Everything from the first config key on is an override: an upper-case token under
+    one of the config's top-level sections (``SEED``, ``MODEL.WEIGHTS``, ``SNIPER.TEST.MODE``) that
+    is not an existing file (an input named ``IMG_0001.JPG`` or ``TEST.JPG`` stays an input).
 
     Returns:
         argparse.Namespace with ``opts``: list of str, the overrides in order.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    first = next((i for i, a in enumerate(argv) if _CONFIG_KEY.match(a)), len(argv))
+    first = next((i for i, a in enumerate(argv) if _is_config_key(a)), len(argv))
     args = parser.parse_args(argv[:first])
     args.opts = list(args.opts or []) + argv[first:]
     return args

@@ -26,7 +26,7 @@ def test_a_key_error_from_a_library_bug_keeps_its_traceback():
         run_main(_raise, "tool.py", KeyError("boxes"))
 
 
-def test_parse_with_overrides_takes_config_keys_away_from_list_options():
+def test_parse_with_overrides_takes_config_keys_away_from_list_options(tmp_path, monkeypatch):
     import argparse
 
     from sniper_d2.cli import parse_with_overrides
@@ -39,7 +39,15 @@ def test_parse_with_overrides_takes_config_keys_away_from_list_options():
     assert args.json == ["a.json", "b.json"] and args.opts == ["SNIPER.TEST.MODE", "full", "MODEL.DEVICE", "cpu"]
     args = parse_with_overrides(p, ["--seeds", "1", "2", "SNIPER.AUTOFOCUS.THRESHOLDS", "(0.5, 0.3, 0.0)"])
     assert args.seeds == [1, 2] and args.opts == ["SNIPER.AUTOFOCUS.THRESHOLDS", "(0.5, 0.3, 0.0)"]
+    args = parse_with_overrides(p, ["--seeds", "1", "SEED", "3", "OUTPUT_DIR", "o"])  # top-level keys, no dot
+    assert args.seeds == [1] and args.opts == ["SEED", "3", "OUTPUT_DIR", "o"]
+    args = parse_with_overrides(p, ["--json", "IMG_0001.JPG", "SNIPER.TEST.MODE", "full"])  # not a config section
+    assert args.json == ["IMG_0001.JPG"] and args.opts == ["SNIPER.TEST.MODE", "full"]
     args = parse_with_overrides(p, ["--json", "x.json"])
     assert args.json == ["x.json"] and args.opts == []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "TEST.JPG").write_bytes(b"")  # an existing file named like a key stays an input
+    args = parse_with_overrides(p, ["--json", "TEST.JPG", "MODEL.DEVICE", "cpu"])
+    assert args.json == ["TEST.JPG"] and args.opts == ["MODEL.DEVICE", "cpu"]
     with pytest.raises(SystemExit):  # a value that is not a key still reaches the option and fails there
         parse_with_overrides(p, ["--seeds", "1", "model.weights", "x"])
