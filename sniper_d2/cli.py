@@ -12,6 +12,7 @@ Importing this module needs numpy only (the statistics and planning tools run wi
 detectron2 and torch are imported inside the functions that need them.
 """
 
+import os
 import re
 import sys
 
@@ -31,8 +32,6 @@ _CONFIG_ROOTS = {"CUDNN_BENCHMARK", "DATALOADER", "DATASETS", "GLOBAL", "INPUT",
 def _is_config_key(token):
     """A config key (``SEED``, ``SNIPER.TEST.MODE``): upper case, under a known top-level section,
     and not an existing file (``TEST.JPG``)."""
-    import os
-
     return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in _CONFIG_ROOTS and not os.path.exists(token)
 
 

@@ -50,7 +50,7 @@ class TiledInferenceParams:
     focus_thresholds: tuple = ()  # AutoFocus, one per scale (cfg.SNIPER.AUTOFOCUS.*)
     focus_dilations: tuple = ()
     focus_min_chip_sizes: tuple = ()
-    focus_keep_small_outside_chips: bool = True
+    focus_keep_small_outside_chips: bool = True  # a scale keeps its small detections where no finer scale ran
     precision: str = "fp32"  # of the backbone: "auto", "fp32", "bf16", "fp16" (sniper_d2/inference/precision.py)
 
     def __post_init__(self):
@@ -218,7 +218,7 @@ class MultiScaleTiledPredictor:
                 th, tw = tile.pixels.shape[:2]
                 keep &= ~touches_inner_border(boxes, (tw, th), tile.inner_sides)
             boxes = boxes[keep] / tile.scale + boxes.new_tensor(tile.origin * 2, dtype=torch.float32)
-            valid = valid_range or self.params.valid_ranges[tile.scale_index]
+            valid = valid_range if valid_range is not None else self.params.valid_ranges[tile.scale_index]
             results.append(self._filter(boxes, scores[keep], classes[keep].long(), valid, tile.image_size))
         return results
 
