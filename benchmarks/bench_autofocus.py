@@ -67,9 +67,12 @@ def parse_args(argv=None):
 def make_data(args, seed, train):
     folder = os.path.join(args.output, f"data_seed{seed}")
 
-    def ready(split):
+    def ready(split):  # present, and an evaluation split of --val-images images
         path = os.path.join(folder, f"{split}.json")
-        return os.path.isfile(path) and (split == "train" or len(json.load(open(path))["images"]) == args.val_images)
+        if not os.path.isfile(path) or split == "train":
+            return os.path.isfile(path)
+        with open(path) as f:
+            return len(json.load(f)["images"]) == args.val_images
 
     if not all(ready(s) for s in ["val", "sparse"] + (["train"] if train else [])):
         experiment.run([sys.executable, "tools/make_synthetic_dataset.py", "--output", folder, "--train",

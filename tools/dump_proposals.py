@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Dump RPN proposals of a (short-trained) model over the training set, for negative chips.
 
-Runs at every SNIPER training scale, tiled like inference (the backbone in SNIPER.TEST.PRECISION), keeps SNIPER.NEG.TOPK_PER_SCALE proposals
-per image and scale after NMS, and writes one versioned file. Interrupted? Run the same command
-again: finished images are not redone. Then train with SNIPER.NEG.PROPOSALS_FILE pointing at it.
+Runs at every SNIPER training scale, tiled like inference (the backbone in SNIPER.TEST.PRECISION),
+keeps SNIPER.NEG.TOPK_PER_SCALE proposals per image and scale after NMS, and writes one versioned
+file. Interrupted? Run the same command again: finished images are not redone. Then train with SNIPER.NEG.PROPOSALS_FILE pointing at it.
 
 Examples:
     python tools/dump_proposals.py --config-file configs/sniper_tiny_cpu.yaml \
