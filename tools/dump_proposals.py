@@ -3,7 +3,8 @@
 
 Runs at every SNIPER training scale, tiled like inference (the backbone in SNIPER.TEST.PRECISION),
 keeps SNIPER.NEG.TOPK_PER_SCALE proposals per image and scale after NMS, and writes one versioned
-file. Interrupted? Run the same command again: finished images are not redone. Then train with SNIPER.NEG.PROPOSALS_FILE pointing at it.
+file. Interrupted? Run the same command again: finished images are not redone. Then train with
+SNIPER.NEG.PROPOSALS_FILE pointing at it.
 
 Examples:
     python tools/dump_proposals.py --config-file configs/sniper_tiny_cpu.yaml \
