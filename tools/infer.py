@@ -123,15 +123,10 @@ def infer(args):
 
 
 def _categories(cfg):
-    """(class names by contiguous id, {contiguous id: data set category id}) from the config's data sets."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    """(class names by contiguous id, {contiguous id: data set category id}) from the config's data sets
+    (registered by setup_cfg's start-up checks, those whose files are present)."""
+    from detectron2.data import MetadataCatalog
 
-    from sniper_d2.data.datasets import register_datasets_from_cfg
-
-    entries = cfg.SNIPER.REGISTER_COCO
-    if entries and all(os.path.isfile(e[1]) for e in entries) and \
-            not all(e[0] in DatasetCatalog.list() for e in entries):  # setup_cfg's checks registered them
-        register_datasets_from_cfg(cfg)
     names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
     meta = MetadataCatalog.get(names[0]) if names else None
     classes = (meta.get("thing_classes", None) if meta else None) or \
