@@ -24,15 +24,12 @@ PURPOSES = ("train", "infer", "read")
 
 
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")  # SEED, MODEL.WEIGHTS, SNIPER.TEST.MODE, ...
-# The top-level sections of detectron2's config (get_cfg()) plus ours.
-_CONFIG_ROOTS = {"CUDNN_BENCHMARK", "DATALOADER", "DATASETS", "GLOBAL", "INPUT", "MODEL", "OUTPUT_DIR", "SEED",
-                 "SOLVER", "TEST", "VERSION", "VIS_PERIOD", "SNIPER"}
 
 
-def _is_config_key(token):
-    """A config key (``SEED``, ``SNIPER.TEST.MODE``): upper case, under a known top-level section,
-    and not an existing file (``TEST.JPG``)."""
-    return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in _CONFIG_ROOTS and not os.path.exists(token)
+def _is_config_key(token, roots):
+    """A config key (``SEED``, ``SNIPER.TEST.MODE``): upper case, under one of ``roots`` (the
+    config's top-level keys), and not an existing file (``TEST.JPG``)."""
+    return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in roots and not os.path.exists(token)
 
 
 def parse_with_overrides(parser, argv=None):
@@ -46,8 +43,15 @@ def parse_with_overrides(parser, argv=None):
     Returns:
         argparse.Namespace with ``opts``: list of str, the overrides in order.
     """
+    from detectron2.config import get_cfg
+
+    from .config import add_sniper_config
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    roots = set(cfg.keys())  # detectron2's top-level sections and SNIPER
     argv = list(sys.argv[1:] if argv is None else argv)
-    first = next((i for i, a in enumerate(argv) if _is_config_key(a)), len(argv))
+    first = next((i for i, a in enumerate(argv) if _is_config_key(a, roots)), len(argv))
     args = parser.parse_args(argv[:first])
     args.opts = list(args.opts or []) + argv[first:]
     return args
