@@ -29,6 +29,7 @@ import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROI
 from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import ResumableTrainLoader, build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
+from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.inference.evaluation import (build_sniper_evaluator, has_fast_coco_eval,  # noqa: E402
                                             run_sniper_inference_on_dataset, sniper_inference_model)
 from sniper_d2.results import save_eval_results  # noqa: E402
@@ -96,12 +97,20 @@ def setup(args):
     return setup_cfg(args.config_file, args.opts, args, purpose="infer" if args.eval_only else "train")
 
 
+def build_eval_model(cfg, resume):
+    """The model ``--eval-only`` evaluates, prepared as tools/infer.py prepares it
+    (:func:`sniper_d2.inference.fast_model.build_inference_model`): ``MODEL.WEIGHTS``, or with
+    ``--resume`` the last checkpoint in ``OUTPUT_DIR`` when there is one. detectron2's own evaluation
+    (SNIPER disabled) runs the backbone in float32."""
+    checkpointer = DetectionCheckpointer(None, save_dir=cfg.OUTPUT_DIR)
+    weights = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else None
+    return build_inference_model(cfg, weights, precision=None if cfg.SNIPER.ENABLED else "fp32")
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = Trainer.test(cfg, model)
+        res = Trainer.test(cfg, build_eval_model(cfg, args.resume))
         if comm.is_main_process():
             logging.getLogger("sniper_d2").info(f"evaluation results: {dict(res)}")
         return res
