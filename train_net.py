@@ -53,7 +53,7 @@ class Trainer(DefaultTrainer):
         if cfg.SNIPER.ENABLED:
             return build_sniper_evaluator(cfg, dataset_name, output_folder)
         return COCOEvaluator(dataset_name, output_dir=output_folder,
-                             max_dets_per_image=cfg.SNIPER.TEST.MAX_DETECTIONS,
+                             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                              use_fast_impl=has_fast_coco_eval())
 
     @classmethod

@@ -99,12 +99,27 @@ def run_cli(main_func, args, program):
                     args.dist_url, (args,))
 
 
+def _unknown_key_message(error):
+    """What to tell the user about yacs' error for an unknown key (``KeyError("Non-existent config
+    key: X")`` from a file, ``AssertionError("Non-existent key: X")`` from the command line): a key
+    of :data:`sniper_d2.config.MOVED_KEYS` names the key to set instead."""
+    from .config import MOVED_KEYS
+
+    message = str(error.args[0] if error.args else error)
+    match = re.search(r"Non-existent (?:config )?key: (\S+)", message)
+    key = match.group(1) if match else None
+    if key in MOVED_KEYS:
+        return f"{key} is no longer a key: set detectron2's {MOVED_KEYS[key]} instead"
+    return None
+
+
 def _merged_cfg(config_file, opts):
     """detectron2 defaults + SNIPER keys + ``config_file`` + ``opts``, not frozen.
 
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
-        ConfigError: a key of the file or of ``opts`` is unknown (names the file or the override).
+        ConfigError: a key of the file or of ``opts`` is unknown (names the file or the override,
+            and the new name of a key that moved, :data:`sniper_d2.config.MOVED_KEYS`).
     """
     from detectron2.config import get_cfg
 
@@ -116,12 +131,13 @@ def _merged_cfg(config_file, opts):
     try:
         cfg.merge_from_file(config_file)
     except KeyError as e:  # yacs: "Non-existent config key: ..."
-        raise ConfigError(f"{config_file}: unknown config key: {e.args[0] if e.args else e}; "
-                          "see sniper_d2/config.py for the SNIPER.* keys") from e
+        raise ConfigError(f"{config_file}: " + (_unknown_key_message(e) or (
+            f"unknown config key: {e.args[0] if e.args else e}; see sniper_d2/config.py for the SNIPER.* keys"))) from e
     try:
         cfg.merge_from_list(list(opts or []))
     except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys given on the command line
-        raise ConfigError(f"command-line config override: {e.args[0] if e.args else e}") from e
+        raise ConfigError("command-line config override: " + (_unknown_key_message(e) or str(
+            e.args[0] if e.args else e))) from e
     return cfg
 
 

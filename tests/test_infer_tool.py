@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
     opts = ["MODEL.META_ARCHITECTURE", "FolderOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
             "SNIPER.REGISTER_COCO", f'(("infer_tool_gt", "{gt_path}", ""),)', "DATASETS.TEST", '("infer_tool_gt",)',
             "SNIPER.TEST.SCALES", "(2.0, 1.0, 0.5)", "SNIPER.TEST.VALID_RANGES", "((0, 40), (30, 120), (100, -1))",
-            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0"]
+            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
     return gt_path, images, opts
 
 

@@ -30,6 +30,19 @@ def test_unknown_config_key_on_command_line_is_refused():
         train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "SNIPER.SCALEZ", "(1.0,)"))
 
 
+@pytest.mark.parametrize("old, new", [("SNIPER.TEST.MAX_DETECTIONS", "TEST.DETECTIONS_PER_IMAGE"),
+                                      ("SNIPER.TEST.SCORE_THRESH", "MODEL.ROI_HEADS.SCORE_THRESH_TEST")])
+def test_a_key_that_moved_to_detectron2s_own_names_the_new_one(tmp_path, old, new):
+    section, key = old.rsplit(".", 1)
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text(f'_BASE_: "{ROOT}/configs/sniper_tiny_cpu.yaml"\nSNIPER:\n  TEST:\n    {key}: 0.5\n')
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/old\.yaml: {old} is no longer a key: set detectron2's {new} "):
+        train_net.setup(_args(str(cfg)))
+    with pytest.raises(ConfigError, match=rf"^command-line config override: {old} is no longer a key: .*{new}") as e:
+        train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", old, "0.5"))
+    assert "\n" not in str(e.value)
+
+
 def test_amp_without_cuda_is_refused_before_training(monkeypatch):
     import torch
 
