@@ -15,7 +15,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARIES = ("detectron2", "torch", "tifffile")
-PRIVATE = re.compile(r"^_[a-z]")  # _name, not __dunder__
+PRIVATE = re.compile(r"^_[A-Za-z0-9]")  # _name, _NAME; not __dunder__
 
 # Private uses that another change of issue 23 removes (the folder work rewrites tools/infer.py's
 # free port and the progress counter of sniper_d2/inference/folder.py). Remove an entry when that
