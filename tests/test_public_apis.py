@@ -21,6 +21,9 @@ PRIVATE = re.compile(r"^_[A-Za-z0-9]")  # _name, _NAME; not __dunder__
 # free port and the progress counter of sniper_d2/inference/folder.py). Remove an entry when that
 # change lands.
 PENDING = {("tools/infer.py", "_find_free_port"), ("sniper_d2/inference/folder.py", "_get_default_store")}
+# detectron2's compiled extension: whether this install has it (and its COCOevalAccumulate) is only
+# known by importing it, as detectron2 itself does (sniper_d2.inference.evaluation.has_fast_coco_eval).
+ALLOWED = {("sniper_d2/inference/evaluation.py", "_C")}
 
 
 def _python_files():
@@ -112,6 +115,6 @@ def test_the_checker_leaves_our_own_private_names_alone():
 def test_no_private_attribute_of_detectron2_torch_or_tifffile(path):
     rel = os.path.relpath(path, REPO)
     with open(path) as f:
-        uses = [(line, name) for line, name in private_uses(f.read(), path) if (rel, name) not in PENDING]
+        uses = [(line, name) for line, name in private_uses(f.read(), path) if (rel, name) not in PENDING | ALLOWED]
     assert not uses, f"{rel}: private names of {'/'.join(LIBRARIES)}: " + \
         ", ".join(f"line {line}: {name}" for line, name in uses)
