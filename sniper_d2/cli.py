@@ -32,6 +32,17 @@ def _is_config_key(token, roots):
     return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in roots and not os.path.exists(token)
 
 
+def _config_roots():
+    """The config's top-level keys: detectron2's sections, SEED, ..., and SNIPER."""
+    from detectron2.config import get_cfg
+
+    from .config import add_sniper_config
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    return set(cfg.keys())
+
+
 def parse_with_overrides(parser, argv=None):
     """``parser.parse_args`` for a parser whose last positional is ``opts`` (config overrides,
     ``nargs=argparse.REMAINDER``), also when the overrides directly follow an option that takes a
@@ -43,14 +54,8 @@ def parse_with_overrides(parser, argv=None):
     Returns:
         argparse.Namespace with ``opts``: list of str, the overrides in order.
     """
-    from detectron2.config import get_cfg
-
-    from .config import add_sniper_config
-
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    roots = set(cfg.keys())  # detectron2's top-level sections and SNIPER
     argv = list(sys.argv[1:] if argv is None else argv)
+    roots = _config_roots() if any(_CONFIG_KEY.match(a) for a in argv) else set()  # --help: no detectron2
     first = next((i for i, a in enumerate(argv) if _is_config_key(a, roots)), len(argv))
     args = parser.parse_args(argv[:first])
     args.opts = list(args.opts or []) + argv[first:]
@@ -59,13 +64,19 @@ def parse_with_overrides(parser, argv=None):
 
 def user_errors():
     """Exception types that describe a problem with the user's inputs (config, data, files we wrote),
-    each with a message naming the file and the problem."""
+    each with a message naming the file and the problem.
+
+    Numpy only: ``ImageReadError`` is among them once :mod:`sniper_d2.image_io` (Pillow) has been
+    imported, which it must have been for one to be raised; so ``--help`` or a config error of a
+    planning tool works without Pillow.
+    """
     from .coco import DatasetError
     from .config import ConfigError
-    from .image_io import ImageReadError
     from .io import ArtifactError
 
-    return (DatasetError, ArtifactError, ImageReadError, ConfigError, FileNotFoundError)
+    errors = (DatasetError, ArtifactError, ConfigError, FileNotFoundError)
+    image_io = sys.modules.get(__package__ + ".image_io")
+    return errors + (image_io.ImageReadError,) if image_io is not None else errors
 
 
 def run_main(main_func, program, *args):

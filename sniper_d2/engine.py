@@ -49,11 +49,21 @@ def install_cpu_ddp_support():
     d2_defaults.create_ddp_model = create_ddp_model
 
 
-def _cpu_worker(rank, main_func, world_size, dist_url, args):
+# Exit status of a worker that stopped on a user error (sniper_d2.cli.user_errors).
+USER_ERROR_EXIT = 3
+
+
+def _cpu_worker(rank, main_func, world_size, dist_url, args, user_error_queue):
+    from .cli import user_errors
+
     dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=rank)
     install_cpu_ddp_support()
     torch.set_num_threads(max(1, torch.get_num_threads() // world_size))
-    main_func(*args)  # an exception goes to the parent through torch.multiprocessing, as usual
+    try:
+        main_func(*args)  # another exception goes to the parent through torch.multiprocessing
+    except user_errors() as e:  # the parent prints it in one line (sys.argv is the parent's)
+        user_error_queue.put(f"{os.path.basename(sys.argv[0])}: error: {e}")
+        os._exit(USER_ERROR_EXIT)
     dist.barrier()  # leave together: rank 0 may still be evaluating after the gather
     dist.destroy_process_group()
     _exit_now()
@@ -75,10 +85,21 @@ def _exit_now():
 
 
 def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=()):
-    """Run ``main_func(*args)`` in ``num_processes`` CPU processes joined by a gloo group."""
+    """Run ``main_func(*args)`` in ``num_processes`` CPU processes joined by a gloo group.
+
+    A user error (:func:`sniper_d2.cli.user_errors`) in a worker ends the program with one line,
+    ``<program>: error: <message>``, and status 1, as in one process.
+    """
     if num_processes <= 1:
         return main_func(*args)
     logger.info(f"launching {num_processes} CPU processes (gloo) at {dist_url}")
-    mp.start_processes(_cpu_worker, nprocs=num_processes, args=(main_func, num_processes, dist_url, args),
-                       daemon=False, start_method="spawn")
+    user_errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.start_processes(_cpu_worker, nprocs=num_processes,
+                           args=(main_func, num_processes, dist_url, args, user_errors),
+                           daemon=False, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        if e.exit_code == USER_ERROR_EXIT and not user_errors.empty():
+            sys.exit(user_errors.get())  # the first worker's line; status 1, as in one process
+        raise
 

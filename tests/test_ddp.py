@@ -22,6 +22,17 @@ def test_two_process_cpu_training_runs_and_checkpoints(small_synthetic, tmp_path
     assert "World size: 2" in proc.stdout + proc.stderr
 
 
+def test_a_user_error_in_the_cpu_workers_ends_the_program_in_one_line():
+    cmd = [sys.executable, "train_net.py", "--config-file", "configs/sniper_tiny_cpu.yaml", "--num-gpus", "2",
+           "--dist-url", free_dist_url(), "SNIPER.TEST.MAX_DETECTIONS", "100"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == ["train_net.py: error: command-line config override: SNIPER.TEST.MAX_DETECTIONS is no longer "
+                      "a key: set detectron2's TEST.DETECTIONS_PER_IMAGE instead"]
+
+
 WORKER_SCRIPT = """
 import sys
 from detectron2.utils import comm

@@ -90,3 +90,6 @@ def test_an_inference_model_without_weights_is_refused_in_one_line(tmp_path):
         build_inference_model(cfg, "")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_inference_model(cfg, str(tmp_path / "missing.pth"))
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(FileNotFoundError, match=r"notes\.pth: not a checkpoint this torch can read \([^\n]*\)$"):
+        build_inference_model(cfg, str(tmp_path / "notes.pth"))

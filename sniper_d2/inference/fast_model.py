@@ -20,6 +20,8 @@ The model is changed in place and is no longer trainable as before (no batch-nor
 for inference only. The evaluation during training keeps the training model untouched.
 """
 
+import pickle
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -102,13 +104,13 @@ def build_inference_model(cfg, weights=None, *, precision=None):
 
     Raises:
         FileNotFoundError: no weights given (a model with random weights would run and find
-            nothing), or ``WeightsError``: the file does not exist.
+            nothing), or ``WeightsError``: the file does not exist or is not a checkpoint.
     """
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     from .. import modeling  # noqa: F401  (registers the SNIPER heads and SniperFocusRCNN)
-    from ..weights import resolve_weights
+    from ..weights import WeightsError, resolve_weights
 
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     if not weights:
@@ -116,5 +118,9 @@ def build_inference_model(cfg, weights=None, *, precision=None):
                                 "output/model_final.pth")
     weights = resolve_weights(weights)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    try:
+        DetectionCheckpointer(model).load(weights)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:  # torch.load / pickle of a wrong file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"MODEL.WEIGHTS {weights}: not a checkpoint this torch can read ({reason})") from e
     return prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION if precision is None else precision)
