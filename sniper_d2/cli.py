@@ -16,7 +16,7 @@ import os
 import re
 import sys
 
-__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "parse_with_overrides", "PURPOSES"]
+__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "parse_with_overrides", "PURPOSES", "count_arg"]
 
 # What a tool does with its config (see setup_cfg): train (train_net.py), infer (tools/infer.py,
 # the proposal dump, evaluation), read (tools that only read settings: planning, benchmarks).
@@ -30,6 +30,24 @@ def _is_config_key(token, roots):
     """A config key (``SEED``, ``SNIPER.TEST.MODE``): upper case, under one of ``roots`` (the
     config's top-level keys), and not an existing file (``TEST.JPG``)."""
     return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in roots and not os.path.exists(token)
+
+
+def count_arg(minimum):
+    """An argparse ``type`` for an integer option of at least ``minimum`` (argparse then refuses
+    ``--epochs 0`` in its own one-line usage error)."""
+    import argparse
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def _config_roots():
@@ -74,7 +92,9 @@ def user_errors():
     from .config import ConfigError
     from .io import ArtifactError
 
-    errors = (DatasetError, ArtifactError, ConfigError, FileNotFoundError)
+    # a path that is a file where a folder is needed, or the other way round, or not ours to write
+    errors = (DatasetError, ArtifactError, ConfigError, FileNotFoundError, FileExistsError, NotADirectoryError,
+              IsADirectoryError, PermissionError)
     image_io = sys.modules.get(__package__ + ".image_io")
     return errors + (image_io.ImageReadError,) if image_io is not None else errors
 
