@@ -29,9 +29,9 @@ import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROI
 from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import ResumableTrainLoader, build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
-from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.inference.evaluation import (build_sniper_evaluator, has_fast_coco_eval,  # noqa: E402
                                             run_sniper_inference_on_dataset, sniper_inference_model)
+from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
 
 
