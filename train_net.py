@@ -33,6 +33,7 @@ from sniper_d2.inference.evaluation import (build_sniper_evaluator, has_fast_coc
                                             run_sniper_inference_on_dataset, sniper_inference_model)
 from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
+from sniper_d2.weights import checkpoint_read_errors  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
@@ -86,7 +87,10 @@ class Trainer(DefaultTrainer):
         return super().build_test_loader(cfg, dataset_name)
 
     def resume_or_load(self, resume=True):
-        super().resume_or_load(resume=resume)
+        resuming = resume and self.checkpointer.has_checkpoint()
+        path = self.checkpointer.get_checkpoint_file() if resuming else self.cfg.MODEL.WEIGHTS
+        with checkpoint_read_errors(path):  # a file that is not a checkpoint: one line naming it
+            super().resume_or_load(resume=resume)
         # DefaultTrainer.data_loader: the loader handed to its SimpleTrainer (a public property).
         if isinstance(self.data_loader, ResumableTrainLoader):
             self.data_loader.start_at(self.start_iter)  # continue the chip sequence where the checkpoint stopped

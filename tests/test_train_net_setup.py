@@ -136,3 +136,16 @@ def test_a_very_short_schedule_keeps_only_the_steps_inside_it(tmp_path):
     cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "b"), *NO_DATA,
                                 "SOLVER.MAX_ITER", "4"))
     assert tuple(cfg.SOLVER.STEPS) == (3,)
+
+
+def test_weights_that_are_not_a_checkpoint_are_refused_in_one_line(small_synthetic, tmp_path):
+    from conftest import tiny_cfg_opts
+
+    from sniper_d2.weights import WeightsError
+
+    bad = tmp_path / "notes.pth"
+    bad.write_text("not a checkpoint")
+    cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", *tiny_cfg_opts(small_synthetic, tmp_path / "out"),
+                                "MODEL.WEIGHTS", str(bad)))
+    with pytest.raises(WeightsError, match=r"notes\.pth: not a checkpoint this torch can read \([^\n]*\)$"):
+        train_net.Trainer(cfg).resume_or_load(resume=False)

@@ -20,8 +20,6 @@ The model is changed in place and is no longer trainable as before (no batch-nor
 for inference only. The evaluation during training keeps the training model untouched.
 """
 
-import pickle
-
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -110,7 +108,7 @@ def build_inference_model(cfg, weights=None, *, precision=None):
     from detectron2.modeling import build_model
 
     from .. import modeling  # noqa: F401  (registers the SNIPER heads and SniperFocusRCNN)
-    from ..weights import WeightsError, resolve_weights
+    from ..weights import checkpoint_read_errors, resolve_weights
 
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     if not weights:
@@ -118,9 +116,6 @@ def build_inference_model(cfg, weights=None, *, precision=None):
                                 "output/model_final.pth")
     weights = resolve_weights(weights)
     model = build_model(cfg)
-    try:
+    with checkpoint_read_errors(weights):
         DetectionCheckpointer(model).load(weights)
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:  # torch.load / pickle of a wrong file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"MODEL.WEIGHTS {weights}: not a checkpoint this torch can read ({reason})") from e
     return prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION if precision is None else precision)
