@@ -387,13 +387,12 @@ def _greedy_cover(grids, ranges, live, min_count):
     best = cells.max(axis=1)
     arg = cells.argmax(axis=1)
     block = np.arange(len(cells))
-    block_row = block // nbx % nby
-    block_col = block % nbx
+    block_row, block_col = block // nbx % nby, block % nbx
     need = np.repeat(np.maximum(np.asarray(min_count, np.float64), 1).reshape(num), nby * nbx)
 
-    def cell_of(b):
-        """Compressed (row, column) of the best cell of blocks ``b``."""
-        return block_row[b] * by + arg[b] // bx, block_col[b] * bx + arg[b] % bx
+    def rank(b):
+        """Row-major rank, within its problem, of the best cell of blocks ``b`` (the tie rule)."""
+        return (block_row[b] * by + arg[b] // bx) * (nbx * bx) + block_col[b] * bx + arg[b] % bx
 
     # Boxes by home block (the block of their first cell).
     home = (p * nby + y0 // by) * nbx + x0 // bx
@@ -406,39 +405,38 @@ def _greedy_cover(grids, ranges, live, min_count):
     around = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
     picked = []  # per step: (block, value, row, col, lo (2, K), hi (2, K))
     while True:
-        gy, gx = cell_of(block)
-        index = gy * (nbx * bx) + gx  # row-major rank of a block's best cell within its problem
-        chosen = best >= need
+        # Blocks that may pick: their best cell counts enough boxes and beats its neighbours' best.
+        sel = np.flatnonzero(best >= need)
+        value, index = best[sel], rank(sel)
         for dr, dc in around:
-            r, c = block_row + dr, block_col + dc
+            r, c = block_row[sel] + dr, block_col[sel] + dc
             inside = (r >= 0) & (r < nby) & (c >= 0) & (c < nbx)
-            other = np.where(inside, block + dr * nbx + dc, block)
-            beats = (best > best[other]) | ((best == best[other]) & (index < index[other]))
-            chosen &= beats | ~inside
-            if not chosen.any():
-                break
-        sel = np.flatnonzero(chosen)
+            other = sel[inside] + (dr * nbx + dc)
+            rival = best[other]
+            beats = (value[inside] > rival) | ((value[inside] == rival) & (index[inside] < rank(other)))
+            keep = np.ones(len(sel), bool)
+            keep[np.flatnonzero(inside)[~beats]] = False
+            sel, value, index = sel[keep], value[keep], index[keep]
         if not len(sel):
             break
-        sy, sx = gy[sel], gx[sel]
-        # Candidate boxes: homes in the block, left, above, above-left.
-        starts, stops = [], []
-        for dr, dc in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
-            ok = (block_row[sel] + dr >= 0) & (block_col[sel] + dc >= 0)
-            h = sel + dr * nbx + dc
-            starts.append(np.where(ok, bounds[np.maximum(h, 0)], 0))
-            stops.append(np.where(ok, bounds[np.maximum(h, 0) + 1], 0))
-        k, owner = _gather_ranges(np.concatenate(starts), np.concatenate(stops))
-        owner %= len(sel)
+        sy = block_row[sel] * by + arg[sel] // bx
+        sx = block_col[sel] * bx + arg[sel] % bx
+        # Candidate boxes: homes in the block and the one left of it, and in the two above them
+        # (two runs of `bounds`, as blocks of a row are numbered left to right), pick by pick.
+        left = (block_col[sel] > 0).astype(np.int64)
+        up = np.maximum(sel - nbx, 0)
+        has_up = block_row[sel] > 0
+        starts = np.stack([bounds[sel - left], np.where(has_up, bounds[up - left], 0)], axis=1)
+        stops = np.stack([bounds[sel + 1], np.where(has_up, bounds[up + 1], 0)], axis=1)
+        k, owner = _gather_ranges(starts.reshape(-1), stops.reshape(-1))
+        owner //= 2
         hit = (alive[k] & (y0[k] <= sy[owner]) & (sy[owner] <= y1[k])
                & (x0[k] <= sx[owner]) & (sx[owner] <= x1[k]))
         k, owner = k[hit], owner[hit]
-        srt = np.argsort(owner, kind="stable")
-        k, owner = k[srt], owner[srt]
         first = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
         lo = np.maximum.reduceat(real[:2, k], first, axis=1)
         hi = np.minimum.reduceat(real[2:, k], first, axis=1)
-        picked.append((sel, best[sel], index[sel], lo, hi))
+        picked.append((sel, value, index, lo, hi))
         alive[k] = False
         # Subtract the rectangles of the boxes just covered, whichever way touches fewer cells:
         height, width = y1[k] - y0[k] + 1, x1[k] - x0[k] + 1
@@ -460,17 +458,18 @@ def _greedy_cover(grids, ranges, live, min_count):
             np.subtract.at(flat, target.reshape(-1), np.float32(1.0))
         else:
             # per pick, the count of its boxes over the window of cells they can hold (a box holds
-            # the picked cell and spans at most by + 1 rows and bx + 1 columns): a difference array.
-            wy, wx = 2 * by + 2, 2 * bx + 2
-            oy, ox = y0[k] - (sy[owner] - by), x0[k] - (sx[owner] - bx)
-            ey, ex = y1[k] - (sy[owner] - by) + 1, x1[k] - (sx[owner] - bx) + 1
-            base = owner * (wy * wx)
-            corners = np.concatenate([base + oy * wx + ox, base + oy * wx + ex, base + ey * wx + ox, base + ey * wx + ex])
-            weights = np.repeat(np.array([1.0, -1.0, -1.0, 1.0], np.float32), len(k))
-            diff = np.bincount(corners, weights, len(sel) * wy * wx).reshape(len(sel), wy, wx)
-            count = np.cumsum(np.cumsum(diff, axis=1), axis=2)[:, :-1, :-1].astype(np.float32)
-            ry = np.clip(sy[:, None] - by + np.arange(wy - 1), 0, len(row_at) - 1)
-            rx = np.clip(sx[:, None] - bx + np.arange(wx - 1), 0, len(col_at) - 1)
+            # the picked cell and spans at most by + 1 rows and bx + 1 columns): the product of
+            # their row and column indicators, (rows x boxes) @ (boxes x columns).
+            wy, wx = np.arange(2 * by + 1), np.arange(2 * bx + 1)
+            slot = np.arange(len(k)) - first[owner]  # every pick covers a box: owner is its group
+            rows = np.zeros((len(sel), int(slot.max()) + 1, len(wy)), np.float32)
+            cols = np.zeros((len(sel), rows.shape[1], len(wx)), np.float32)
+            top, lft = sy[owner] - by, sx[owner] - bx
+            rows[owner, slot] = (wy >= (y0[k] - top)[:, None]) & (wy <= (y1[k] - top)[:, None])
+            cols[owner, slot] = (wx >= (x0[k] - lft)[:, None]) & (wx <= (x1[k] - lft)[:, None])
+            count = np.matmul(rows.transpose(0, 2, 1), cols)
+            ry = np.clip(sy[:, None] - by + wy, 0, len(row_at) - 1)
+            rx = np.clip(sx[:, None] - bx + wx, 0, len(col_at) - 1)
             target = (sel // (nby * nbx) * plane)[:, None, None] + row_at[ry][:, :, None] + col_at[rx][:, None, :]
             np.subtract.at(flat, target.reshape(-1), count.reshape(-1))
         mark = np.zeros(len(cells), bool)
