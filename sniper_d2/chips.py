@@ -25,7 +25,10 @@ holds for every valid box that fits.
 Speed: numpy's cost per call dominates small images, so many covers (images x scales x epochs) run
 together, in lockstep, in one call (:func:`batch_positive_chips`, :func:`batch_negative_chips`):
 every numpy operation of a greedy step serves all of them, and a cover's chips do not depend on the
-covers it runs with. Random numbers (grid offsets, priorities, placements) are a hash of (seed,
+covers it runs with. Within a cover, a step takes every pick that cannot interact with a better
+one (the best cell of a block of the grid that beats its neighbouring blocks), so a large image
+(an orthomosaic: tens of thousands of chips) needs a few hundred steps, not one per chip; the
+picks, and their order, are still the sequential greedy's (see :func:`_greedy_cover`). Random numbers (grid offsets, priorities, placements) are a hash of (seed,
 stream, counter), not a generator: no per-cover set-up, and independent of the batch.
 """
 
@@ -403,7 +406,7 @@ def _greedy_cover(grids, ranges, live, min_count):
     alive = np.ones(len(p), bool)
     # Neighbouring blocks (flat index offsets; edges handled by the row/column checks).
     around = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
-    picked = []  # per step: (block, value, row, col, lo (2, K), hi (2, K))
+    picked = []  # per step: (blocks, count at pick time, rank, lo (2, K), hi (2, K)) of its K picks
     while True:
         # Blocks that may pick: their best cell counts enough boxes and beats its neighbours' best.
         sel = np.flatnonzero(best >= need)
