@@ -27,7 +27,7 @@ together, in lockstep, in one call (:func:`batch_positive_chips`, :func:`batch_n
 every numpy operation of a greedy step serves all of them, and a cover's chips do not depend on the
 covers it runs with. Within a cover, a step takes every pick that cannot interact with a better
 one (the best cell of a block of the grid that beats its neighbouring blocks), so a large image
-(an orthomosaic: tens of thousands of chips) needs a few hundred steps, not one per chip; the
+(an orthomosaic: tens of thousands of chips) needs a few dozen steps, not one per chip; the
 picks, and their order, are still the sequential greedy's (see :func:`_greedy_cover`). Random numbers (grid offsets, priorities, placements) are a hash of (seed,
 stream, counter), not a generator: no per-cover set-up, and independent of the batch.
 """
