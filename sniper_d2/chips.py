@@ -393,10 +393,14 @@ def _greedy_cover(grids, ranges, live, min_count):
     block_row, block_col = block // nbx % nby, block % nbx
     need = np.repeat(np.maximum(np.asarray(min_count, np.float64), 1).reshape(num), nby * nbx)
 
-    def rank(b):
-        """Row-major rank, within its problem, of the best cell of blocks ``b`` (the tie rule)."""
-        return (block_row[b] * by + arg[b] // bx) * (nbx * bx) + block_col[b] * bx + arg[b] % bx
+    def order_key(b):
+        """int64 keys of the best cells of blocks ``b``, larger for the cell the greedy prefers: its
+        count (the bits of a float32 >= 0 order like the float), then its row-major rank within
+        its problem, smaller first (the tie rule)."""
+        rank = (block_row[b] * by + arg[b] // bx) * (nbx * bx) + block_col[b] * bx + arg[b] % bx
+        return (best[b].view(np.int32).astype(np.int64) << 32) + ((1 << 32) - 1 - rank)
 
+    key = np.append(order_key(block), np.iinfo(np.int64).min)  # the last: no block (off the edge)
     # Boxes by home block (the block of their first cell).
     home = (p * nby + y0 // by) * nbx + x0 // bx
     order = np.argsort(home, kind="stable")
@@ -404,24 +408,21 @@ def _greedy_cover(grids, ranges, live, min_count):
     real = np.stack([ylo, xlo, yhi, xhi])[:, p, n[order]]
     bounds = np.searchsorted(home[order], np.arange(len(cells) + 1))
     alive = np.ones(len(p), bool)
-    # Neighbouring blocks (flat index offsets; edges handled by the row/column checks).
-    around = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+    # The 8 neighbouring blocks of every block (len(cells) where off the edge).
+    around = [np.where((block_row + dr >= 0) & (block_row + dr < nby) & (block_col + dc >= 0)
+                       & (block_col + dc < nbx), block + dr * nbx + dc, len(cells))
+              for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
     picked = []  # per step: (blocks, count at pick time, rank, lo (2, K), hi (2, K)) of its K picks
     while True:
         # Blocks that may pick: their best cell counts enough boxes and beats its neighbours' best.
         sel = np.flatnonzero(best >= need)
-        value, index = best[sel], rank(sel)
-        for dr, dc in around:
-            r, c = block_row[sel] + dr, block_col[sel] + dc
-            inside = (r >= 0) & (r < nby) & (c >= 0) & (c < nbx)
-            other = sel[inside] + (dr * nbx + dc)
-            rival = best[other]
-            beats = (value[inside] > rival) | ((value[inside] == rival) & (index[inside] < rank(other)))
-            keep = np.ones(len(sel), bool)
-            keep[np.flatnonzero(inside)[~beats]] = False
-            sel, value, index = sel[keep], value[keep], index[keep]
+        mine = key[sel]
+        for other in around:
+            beats = mine > key[other[sel]]
+            sel, mine = sel[beats], mine[beats]
         if not len(sel):
             break
+        value, index = best[sel], (1 << 32) - 1 - (mine & ((1 << 32) - 1))
         sy = block_row[sel] * by + arg[sel] // bx
         sx = block_col[sel] * bx + arg[sel] % bx
         # Candidate boxes: homes in the block and the one left of it, and in the two above them
@@ -484,6 +485,7 @@ def _greedy_cover(grids, ranges, live, min_count):
             sub = cells[dirty]
             arg[dirty] = sub.argmax(axis=1)
             best[dirty] = sub[np.arange(len(dirty)), arg[dirty]]
+            key[dirty] = order_key(dirty)
     if not picked:
         return none
     sel, value, index, lo, hi = (np.concatenate(c, axis=-1) for c in zip(*picked))
