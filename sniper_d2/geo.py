@@ -48,7 +48,11 @@ __all__ = [
     "reproject_points",
     "write_boxes_vector",
     "write_detections_vector",
-    "read_vector_boxes",
+    "VectorLabels",
+    "read_vector_labels",
+    "PixelBoxes",
+    "labels_to_pixel_boxes",
+    "atomic_output_path",
     "VECTOR_FORMAT",
     "VECTOR_VERSION",
 ]
@@ -175,12 +179,12 @@ def boxes_to_rings(boxes_px, transform):
     """
     b = np.asarray(boxes_px, np.float64).reshape(-1, 4)
     x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    # (x0,y0) -> (x1,y0) -> (x1,y1) -> (x0,y1) is clockwise on the map when the affine keeps the
-    # orientation (det > 0) and counter-clockwise when it flips it (north-up: e < 0, det < 0).
+    # (x0,y0) -> (x1,y0) -> (x1,y1) -> (x0,y1) winds counter-clockwise in (x, y) axes; an affine
+    # with det < 0 (north up: e < 0) flips it to clockwise on the map, so reverse it there.
     corners = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1), np.stack([x1, y1], -1),
                         np.stack([x0, y1], -1)], axis=1)
     a, bb, _, d, e, _ = _affine(transform)
-    if a * e - bb * d > 0:
+    if a * e - bb * d < 0:
         corners = corners[:, ::-1]
     rings = np.concatenate([corners, corners[:, :1]], axis=1)
     return pixel_to_map(rings, transform)
@@ -374,3 +378,125 @@ def write_detections_vector(path, raster, boxes, scores, class_names, dst_crs=No
     for i, name in enumerate(("x0", "y0", "x1", "y1")):
         props[name] = np.round(boxes[:, i], 2)
     return write_boxes_vector(path, georef, boxes, props, dst_crs=dst_crs, layer="detections")
+
+
+class VectorLabels(NamedTuple):
+    """Labels read from a vector file, in the file's CRS (see :func:`read_vector_labels`).
+
+    Attributes:
+        points (np.ndarray): (M, 2) float64 map points of every polygon's vertices, all features.
+        feature_index (np.ndarray): (M,) int64, the feature each point belongs to (non-decreasing).
+        class_names (np.ndarray): (F,) object (str), the class of each kept feature.
+        crs (str): the file's CRS (``crs_name``).
+        path (str): the file.
+        skipped (dict[str, int]): features left out, by reason (no geometry, not a polygon, no class).
+    """
+
+    points: np.ndarray
+    feature_index: np.ndarray
+    class_names: np.ndarray
+    crs: str
+    path: str
+    skipped: dict
+
+
+def read_vector_labels(path, class_field="class", layer=None):
+    """Read polygon (or box) labels from a vector file GDAL reads (GeoJSON, GeoPackage, shapefile, ...).
+
+    Args:
+        path (str): the file.
+        class_field (str): the attribute naming each feature's class.
+        layer (str or int or None): the layer (GeoPackage); None: the first.
+
+    Returns:
+        VectorLabels. Features without geometry, with a non-polygon geometry (points, lines) or with
+        an empty class are left out and counted in ``skipped``.
+
+    Raises:
+        GeoError: the file is missing, unreadable or has no features; it has no CRS (a shapefile
+            without ``.prj``; a GeoJSON without ``crs`` member is WGS84 by RFC 7946); or
+            ``class_field`` is not one of its fields (the message lists them).
+    """
+    import pyogrio
+    import pyogrio.raw
+    import shapely
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise GeoError(f"{path}: label file not found")
+    try:
+        meta, _, wkb, field_data = pyogrio.raw.read(path, layer=layer)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as e:
+        raise GeoError(f"{path}: cannot be read as a vector file: {e}") from e
+    if meta["crs"] is None:
+        raise GeoError(f"{path}: has no CRS (a shapefile without .prj?); assign one in a GIS or with "
+                       "ogr2ogr -a_srs")
+    fields = list(meta["fields"])
+    if class_field not in fields:
+        raise GeoError(f"{path}: no field {class_field!r}; its fields are {fields}; name the class field "
+                       "with --class-field")
+    if wkb is None or len(wkb) == 0:
+        raise GeoError(f"{path}: has no features")
+    geoms = shapely.from_wkb(wkb)
+    classes = np.asarray(field_data[fields.index(class_field)], dtype=object)
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    types = np.asarray(shapely.get_type_id(geoms))
+    polygonal = np.isin(types, [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
+    named = np.array([c is not None and str(c).strip() != "" for c in classes], bool)
+    keep = ~missing & polygonal & named
+    skipped = {"without geometry": int(missing.sum()), "not polygons": int((~missing & ~polygonal).sum()),
+               "without a class": int((~missing & polygonal & ~named).sum())}
+    skipped = {k: v for k, v in skipped.items() if v}
+    points, index = shapely.get_coordinates(geoms[keep], return_index=True)
+    return VectorLabels(points, index.astype(np.int64), np.array([str(c) for c in classes[keep]], dtype=object),
+                        crs_name(meta["crs"]), path, skipped)
+
+
+# A box that sticks out of the raster by less than this (reprojection round-off) is not counted as cut.
+CLIP_TOLERANCE_PX = 0.01
+
+
+class PixelBoxes(NamedTuple):
+    """Labels as pixel boxes of one raster (see :func:`labels_to_pixel_boxes`).
+
+    Attributes:
+        boxes (np.ndarray): (K, 4) float64 XYXY raster pixels, clipped to the raster.
+        class_names (np.ndarray): (K,) object (str).
+        feature_ids (np.ndarray): (K,) int64, the rows of ``VectorLabels.class_names`` they come from.
+        inside (np.ndarray): (F,) bool over all features: the feature overlaps the raster.
+        clipped (int): boxes cut by the raster's edge by more than ``CLIP_TOLERANCE_PX`` (kept, clipped).
+    """
+
+    boxes: np.ndarray
+    class_names: np.ndarray
+    feature_ids: np.ndarray
+    inside: np.ndarray
+    clipped: int
+
+
+def labels_to_pixel_boxes(labels, georef):
+    """Bounding boxes, in a raster's pixels, of labels in any CRS (vectorized).
+
+    Each polygon's vertices are reprojected into the raster's CRS and mapped through the inverse
+    affine; its box is their extent. A box entirely outside the raster (or of zero area once clipped)
+    is not returned (``inside`` is False for it); a box cut by the raster's edge is clipped.
+
+    Args:
+        labels (VectorLabels): from :func:`read_vector_labels`.
+        georef (Georeference): the raster.
+    """
+    n = len(labels.class_names)
+    if n == 0:
+        return PixelBoxes(np.zeros((0, 4)), labels.class_names, np.zeros(0, np.int64), np.zeros(0, bool), 0)
+    px = map_to_pixel(reproject_points(labels.points, labels.crs, georef.crs), georef.transform)
+    lo = np.full((n, 2), np.inf)
+    hi = np.full((n, 2), -np.inf)
+    np.minimum.at(lo, labels.feature_index, px)
+    np.maximum.at(hi, labels.feature_index, px)
+    boxes = np.concatenate([lo, hi], axis=1)
+    size = np.array([georef.width, georef.height, georef.width, georef.height], np.float64)
+    clipped = np.clip(boxes, 0, size)
+    inside = np.isfinite(boxes).all(1) & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    was_cut = inside & (np.abs(clipped - boxes) > CLIP_TOLERANCE_PX).any(1)
+    ids = np.nonzero(inside)[0]
+    return PixelBoxes(clipped[ids], labels.class_names[ids], ids, inside, int(was_cut.sum()))
