@@ -431,12 +431,12 @@ def read_vector_labels(path, class_field="class", layer=None):
     if meta["crs"] is None:
         raise GeoError(f"{path}: has no CRS (a shapefile without .prj?); assign one in a GIS or with "
                        "ogr2ogr -a_srs")
+    if wkb is None or len(wkb) == 0:
+        raise GeoError(f"{path}: has no features")
     fields = list(meta["fields"])
     if class_field not in fields:
         raise GeoError(f"{path}: no field {class_field!r}; its fields are {fields}; name the class field "
                        "with --class-field")
-    if wkb is None or len(wkb) == 0:
-        raise GeoError(f"{path}: has no features")
     geoms = shapely.from_wkb(wkb)
     classes = np.asarray(field_data[fields.index(class_field)], dtype=object)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
