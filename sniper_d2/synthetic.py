@@ -461,9 +461,11 @@ class _OrthoTexture:
         iy, ix = np.floor(fy).astype(np.int64), np.floor(fx).astype(np.int64)
         ty, tx = fy - iy, fx - ix
         ty, tx = (ty * ty * (3 - 2 * ty))[:, None], (tx * tx * (3 - 2 * tx))[None, :]
-        top = lattice[np.ix_(iy, ix)] * (1 - tx) + lattice[np.ix_(iy, ix + 1)] * tx
-        bottom = lattice[np.ix_(iy + 1, ix)] * (1 - tx) + lattice[np.ix_(iy + 1, ix + 1)] * tx
-        return top * (1 - ty) + bottom * ty
+        # Separable: along x on the few lattice rows the window needs, then along y by whole rows.
+        r0 = int(iy.min())
+        rows = lattice[r0:int(iy.max()) + 2]
+        along_x = rows[:, ix] * (1 - tx) + rows[:, ix + 1] * tx  # (lattice rows, width)
+        return along_x[iy - r0] * (1 - ty) + along_x[iy - r0 + 1] * ty
 
     def render(self, x0, y0, width, height):
         """(height, width, 3) uint8 BGR background of the window at pixel (x0, y0)."""
