@@ -164,3 +164,20 @@ def test_reproject_points_keeps_shape_and_nan():
     p = np.array([[[500000.0, 3762000.0], [np.nan, np.nan]]])
     q = reproject_points(p, "EPSG:32611", "EPSG:4326")
     assert q.shape == p.shape and np.isnan(q[0, 1]).all() and np.isfinite(q[0, 0]).all()
+
+
+def test_gpkg_multipolygons_and_triangles_become_their_pixel_extent(tmp_path):
+    """Labels drawn as arbitrary polygons (a multipolygon, a triangle) in a named GeoPackage layer and
+    class field: each becomes the bounding box of all its vertices, in pixels."""
+    path = str(tmp_path / "trees.gpkg")
+    px = [[[[100, 100], [120, 100], [120, 130], [100, 100]]], [[[200, 50], [210, 50], [210, 60], [200, 50]]]]
+    tri = [[300, 400], [340, 410], [310, 460], [300, 400]]
+    multi = shapely.multipolygons([shapely.polygons(pixel_to_map(np.array(p[0], float), GEOREF.transform))
+                                   for p in px])
+    triangle = shapely.polygons(pixel_to_map(np.array(tri, float), GEOREF.transform))
+    pyogrio.raw.write(path, shapely.to_wkb(np.array([multi, triangle])), [np.array(["oak", "pine"], object)],
+                      ["species"], layer="trees", driver="GPKG", geometry_type="Unknown", crs="EPSG:32611")
+    labels = read_vector_labels(path, class_field="species", layer="trees")
+    boxes = labels_to_pixel_boxes(labels, GEOREF)
+    np.testing.assert_allclose(boxes.boxes, [[100, 50, 210, 130], [300, 400, 340, 460]], rtol=0, atol=1e-6)
+    assert list(boxes.class_names) == ["oak", "pine"]

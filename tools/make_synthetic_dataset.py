@@ -74,10 +74,17 @@ def parse_args(argv=None):
 
 def make_ortho(args):
     """The --ortho branch: write the raster and its labels, print what was written."""
+    import resource
+    import time
+
     width, height = (args.size * 2)[:2]
     spec = OrthoSpec(width_px=width, height_px=height, pixel_size_m=args.pixel_size, crs=args.crs, seed=args.seed)
+    start = time.perf_counter()
     out = make_synthetic_ortho(args.output, spec, name=args.name, labels_crs=args.labels_crs)
-    print(f"{out['raster']}: {width} x {height} px, {args.crs}, {args.pixel_size} m/px\n"
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    print(f"{out['raster']}: {width} x {height} px, {args.crs}, {args.pixel_size} m/px, "
+          f"{os.path.getsize(out['raster']) / 2**20:.1f} MiB; {time.perf_counter() - start:.1f} s, "
+          f"peak memory {peak_mib:.0f} MiB\n"
           f"{out['labels']}: {out['num_objects']} objects in map coordinates\n"
           f"{out['truth']}: the same objects as COCO json (pixels); object sizes\n{size_histogram(out['truth'])}")
 
