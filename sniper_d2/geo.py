@@ -36,6 +36,8 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from .coco import DatasetError
+
 __all__ = [
     "GeoError",
     "Georeference",
@@ -65,9 +67,10 @@ GEOJSON_EXTENSIONS = (".geojson", ".json")
 GPKG_EXTENSIONS = (".gpkg",)
 
 
-class GeoError(ValueError):
+class GeoError(DatasetError):
     """A raster or vector file cannot be used as asked (no CRS, unknown field, empty, unreadable);
-    the message names the file and the problem."""
+    the message names the file and the problem. A :class:`~sniper_d2.coco.DatasetError`, so the
+    tools' :func:`~sniper_d2.cli.run_main` ends the program with it in one line."""
 
 
 class Georeference(NamedTuple):
@@ -90,10 +93,18 @@ class Georeference(NamedTuple):
 
 
 def crs_name(crs):
-    """``"EPSG:<code>"`` for a CRS that has one, else its WKT (accepts anything pyproj accepts)."""
-    from pyproj import CRS
+    """``"EPSG:<code>"`` for a CRS that has one, else its WKT (accepts anything pyproj accepts).
 
-    crs = CRS.from_user_input(crs)
+    Raises:
+        GeoError: pyproj does not know the CRS.
+    """
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_user_input(crs)
+    except CRSError as e:
+        raise GeoError(f"unknown CRS {str(crs)[:80]!r}: {e}") from e
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
 
