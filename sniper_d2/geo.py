@@ -96,15 +96,11 @@ def crs_name(crs):
     """``"EPSG:<code>"`` for a CRS that has one, else its WKT (accepts anything pyproj accepts).
 
     Raises:
-        GeoError: pyproj does not know the CRS.
+        pyproj.exceptions.CRSError: pyproj does not know the CRS.
     """
     from pyproj import CRS
-    from pyproj.exceptions import CRSError
 
-    try:
-        crs = CRS.from_user_input(crs)
-    except CRSError as e:
-        raise GeoError(f"unknown CRS {str(crs)[:80]!r}: {e}") from e
+    crs = CRS.from_user_input(crs)
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
 
@@ -306,7 +302,12 @@ def write_boxes_vector(path, georef, boxes_px, properties, dst_crs=None, layer="
     driver = _vector_driver(path)
     boxes = np.asarray(boxes_px, np.float64).reshape(-1, 4)
     cols = _columns(properties, len(boxes))
-    dst = crs_name(dst_crs) if dst_crs is not None else georef.crs
+    from pyproj.exceptions import CRSError
+
+    try:
+        dst = crs_name(dst_crs) if dst_crs is not None else georef.crs
+    except CRSError as e:
+        raise GeoError(f"{path}: unknown CRS {str(dst_crs)[:80]!r} to write in: {e}") from e
     rings = reproject_points(boxes_to_rings(boxes, georef.transform), georef.crs, dst)
     meta = {"format": VECTOR_FORMAT, "version": VECTOR_VERSION, "source_raster": georef.path, **(extra or {})}
     if driver == "GeoJSON":

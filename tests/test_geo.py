@@ -184,5 +184,5 @@ def test_gpkg_multipolygons_and_triangles_become_their_pixel_extent(tmp_path):
 
 
 def test_unknown_destination_crs_is_a_geo_error(tmp_path):
-    with pytest.raises(GeoError, match="unknown CRS 'EPSG:999999'"):
+    with pytest.raises(GeoError, match="d.geojson: unknown CRS 'EPSG:999999'"):
         write_detections_vector(str(tmp_path / "d.geojson"), GEOREF, BOXES, SCORES, NAMES, dst_crs="EPSG:999999")
