@@ -299,11 +299,11 @@ def write_boxes_vector(path, georef, boxes_px, properties, dst_crs=None, layer="
     Returns:
         str: ``path``. See the module docstring for the CRS each format carries.
     """
+    from pyproj.exceptions import CRSError
+
     driver = _vector_driver(path)
     boxes = np.asarray(boxes_px, np.float64).reshape(-1, 4)
     cols = _columns(properties, len(boxes))
-    from pyproj.exceptions import CRSError
-
     try:
         dst = crs_name(dst_crs) if dst_crs is not None else georef.crs
     except CRSError as e:
