@@ -325,6 +325,15 @@ def add_sniper_config(cfg):
     _C.SNIPER.SKIP_BAD_IMAGES = False
 
     # ---------------------------------------------------------------------------------------
+    # Reading images (sniper_d2/image_io.py: one windowed reader, rasterio/GDAL)
+    # ---------------------------------------------------------------------------------------
+    _C.SNIPER.INPUT = CN()
+    # An image with more pixels (H * W, after EXIF rotation) is refused with an error naming this
+    # key. Images are read by windows, so memory does not grow with the image; the limit guards
+    # against absurd headers. Default: 10 gigapixels (a 100k x 100k mosaic); <= 0: no limit.
+    _C.SNIPER.INPUT.MAX_IMAGE_PIXELS = 10_000_000_000
+
+    # ---------------------------------------------------------------------------------------
     # Multi-scale tiled inference
     # ---------------------------------------------------------------------------------------
     _C.SNIPER.TEST = CN()

@@ -234,20 +234,10 @@ def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, 
 
 
 def _detections(predictor, mine, image_format, num_workers):
-    """(image id, det, image size, error) for this process's (id, file) pairs, as they complete."""
-    if predictor.params.mode != "autofocus":
-        tasks = [ImageTask(i, f) for i, f in mine]
-        yield from run_tiled_inference(predictor, build_tile_loader(tasks, predictor, image_format, num_workers))
-        return
-    from ..image_io import ImageReadError, read_image
-
-    for image_id, path in mine:  # AutoFocus decides each image's finer windows from its coarse pass
-        try:
-            image = read_image(path, format=image_format)
-        except ImageReadError as e:
-            yield image_id, None, (0, 0), e.reason
-            continue
-        yield image_id, predictor(image), image.shape[:2], ""
+    """(image id, det, image size, error) for this process's (id, file) pairs, as they complete
+    (AutoFocus too: the workers cut each image's coarse pass, see :mod:`sniper_d2.inference.pipeline`)."""
+    tasks = [ImageTask(i, f) for i, f in mine]
+    yield from run_tiled_inference(predictor, build_tile_loader(tasks, predictor, image_format, num_workers))
 
 
 def _draw_focus(path, det, cfg, focus_path):
