@@ -8,7 +8,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-import tifffile
+import rasterio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_tiling import BlobModel, ONE_SCALE, painted  # noqa: E402
@@ -32,7 +32,9 @@ def images(tmp_path_factory):
         ext = ".png" if i % 2 == 0 else ".tif"
         path = str(d / f"im{i}{ext}")
         if ext == ".tif":
-            tifffile.imwrite(path, painted(h, w, boxes)[..., ::-1], photometric="rgb", tile=(32, 32))
+            with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", tiled=True,
+                               blockxsize=32, blockysize=32) as ds:
+                ds.write(painted(h, w, boxes)[..., ::-1].transpose(2, 0, 1))
         else:
             cv2.imwrite(path, painted(h, w, boxes))
         paths.append(path)
