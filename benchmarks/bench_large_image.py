@@ -111,26 +111,55 @@ def _vm_hwm_kb(pid):
     return _proc_field_kb(f"/proc/{pid}/status", "VmHWM")
 
 
-def run_infer(image, scale, weights, out_dir, extra=()):
-    """tools/infer.py on one image in a subprocess: (peak tree PSS MiB, peak RSS of the largest process MiB, s)."""
+def run_sampled(cmd):
+    """Run ``cmd`` (a list) in a subprocess while sampling the memory of its process tree every 50 ms.
+
+    Returns:
+        (peak tree PSS MiB, peak RSS of the largest process MiB, seconds, return code, stderr's tail).
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:  # a pipe could fill up and block a chatty child
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak, hwm = 0, {}
+        while proc.poll() is None:
+            tree = _tree(proc.pid)
+            peak = max(peak, sum(_pss_kb(p) for p in tree))
+            for p in tree:
+                hwm[p] = max(hwm.get(p, 0), _vm_hwm_kb(p))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        err.seek(0)
+        tail = err.read()[-3000:]
+    return peak / 1024, max(hwm.values(), default=0) / 1024, seconds, proc.returncode, tail
+
+
+def run_infer(image, scale, weights, out_dir, extra=(), config="sniper_tiny_cpu.yaml"):
+    """tools/infer.py on one image in a subprocess: (peak tree PSS MiB, peak RSS of the largest process MiB, s).
+
+    ``scale``: one test scale (every size kept), or a tuple of scales (then ``extra`` sets the
+    matching per-scale keys, e.g. SNIPER.TEST.VALID_RANGES). ``config``: a file in configs/.
+    """
+    scales = tuple(scale) if isinstance(scale, (tuple, list)) else (scale,)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "infer.py"), "--config-file",
-           os.path.join(ROOT, "configs", "sniper_tiny_cpu.yaml"), "--input", image, "--output", out_dir,
-           "SNIPER.TEST.SCALES", f"({scale},)", "SNIPER.TEST.VALID_RANGES", "((0.0, -1.0),)",
+           os.path.join(ROOT, "configs", config), "--input", image, "--output", out_dir,
+           "SNIPER.TEST.SCALES", repr(scales), "SNIPER.TEST.VALID_RANGES", repr(((0.0, -1.0),) * len(scales)),
            "SNIPER.TEST.TILE_SIZE", str(TILE), "SNIPER.TEST.TILE_OVERLAP", str(OVERLAP), "MODEL.WEIGHTS", weights,
            *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak, hwm = 0, {}
-    while proc.poll() is None:
-        tree = _tree(proc.pid)
-        peak = max(peak, sum(_pss_kb(p) for p in tree))
-        for p in tree:
-            hwm[p] = max(hwm.get(p, 0), _vm_hwm_kb(p))
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        sys.exit(f"bench_large_image.py: error: infer.py failed on {image}:\n{proc.stderr.read()[-3000:]}")
-    return peak / 1024, max(hwm.values(), default=0) / 1024, seconds
+    pss, rss, seconds, code, tail = run_sampled(cmd)
+    if code:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: infer.py failed on {image}:\n{tail}")
+    return pss, rss, seconds
+
+
+def save_random_weights(path, config="sniper_tiny_cpu.yaml"):
+    """Random weights of a config's model (seed 0) saved to ``path``, built in a child process."""
+    subprocess.run([sys.executable, "-c", (
+        "import sys, torch; sys.path.insert(0, sys.argv[2]); import sniper_d2.modeling; "
+        "from detectron2.config import get_cfg; from detectron2.modeling import build_model; "
+        "from sniper_d2.config import add_sniper_config; cfg = get_cfg(); add_sniper_config(cfg); "
+        "cfg.merge_from_file(sys.argv[3]); torch.manual_seed(0); "
+        "torch.save({'model': build_model(cfg).state_dict()}, sys.argv[1])"),
+        path, ROOT, os.path.join(ROOT, "configs", config)], check=True)
 
 
 def tiles_of(side, scale):
@@ -156,13 +185,7 @@ def main():
     work = tempfile.mkdtemp(prefix="bench_large_")
     try:
         weights = os.path.join(work, "random.pth")
-        subprocess.run([sys.executable, "-c", (
-            "import sys, torch; sys.path.insert(0, sys.argv[2]); import sniper_d2.modeling; "
-            "from detectron2.config import get_cfg; from detectron2.modeling import build_model; "
-            "from sniper_d2.config import add_sniper_config; cfg = get_cfg(); add_sniper_config(cfg); "
-            "cfg.merge_from_file(sys.argv[3]); torch.manual_seed(0); "
-            "torch.save({'model': build_model(cfg).state_dict()}, sys.argv[1])"),
-            weights, ROOT, os.path.join(ROOT, "configs", "sniper_tiny_cpu.yaml")], check=True)
+        save_random_weights(weights)
         small = os.path.join(work, "small.jpg")
         write_jpeg(small, REF_SIDE)
         big_runs = []

@@ -119,7 +119,7 @@ def _rasterio():
 def _env():
     """GDAL settings of every open and read: libjpeg warnings (truncated data) are errors; block cache size."""
     return _rasterio().Env(GDAL_ERROR_ON_LIBJPEG_WARNING=True, GDAL_CACHEMAX=GDAL_CACHE_MB,
-                           GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+                           GDAL_DISABLE_READDIR_ON_OPEN=True)
 
 
 def _open_dataset(file_name):
@@ -272,17 +272,18 @@ class ImageReader:
         decoded_once (bool): the pixels were decoded when opening (non-TIFF formats, see the module).
     """
 
-    def __init__(self, file_name, format="BGR", max_reduction=1.0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(self, file_name, format="BGR", max_reduction=1.0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                 decode_once=True):
         _check_format(format)
         self.file_name, self.format = file_name, format
         self._ds = _open_dataset(file_name)
         try:
-            self._open(max_reduction, max_image_pixels)
+            self._open(max_reduction, max_image_pixels, decode_once)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, max_reduction, max_image_pixels):
+    def _open(self, max_reduction, max_image_pixels, decode_once):
         from rasterio.enums import MaskFlags
 
         ds = self._ds
@@ -299,7 +300,7 @@ class ImageReader:
         if callable(max_reduction):
             max_reduction = max_reduction(self.image_size)
         r = self.best_reduction(max_reduction)
-        if ds.driver not in _WINDOWED_DRIVERS and (w // r) * (h // r) <= DECODE_ONCE_MAX_PIXELS:
+        if decode_once and ds.driver not in _WINDOWED_DRIVERS and (w // r) * (h // r) <= DECODE_ONCE_MAX_PIXELS:
             self._decode_once(r)
         elif self._bands.dtype.kind in "iu" and self._bands.dtype.itemsize > 2:
             raise ImageReadError(self.file_name, f"{self._bands.dtype} samples are read only from images decoded "
@@ -330,10 +331,10 @@ class ImageReader:
         reduced stored grid; a large window is read and converted a few rows at a time."""
         x0, y0, x1, y1 = stored_window
         if self._decoded is not None:
-            _, pixels, valid = self._decoded
+            _, pixels, valid = self._decoded  # windows are copies: callers may write into them
             if mask:
-                return np.ones((y1 - y0, x1 - x0), bool) if valid is None else valid[y0:y1, x0:x1]
-            return pixels[y0:y1, x0:x1]
+                return np.ones((y1 - y0, x1 - x0), bool) if valid is None else valid[y0:y1, x0:x1].copy()
+            return pixels[y0:y1, x0:x1].copy()
         out = np.empty((y1 - y0, x1 - x0) if mask else (y1 - y0, x1 - x0, 3), bool if mask else np.uint8)
         rows = max(1, _CHUNK_PIXELS // max(1, x1 - x0))
         for top in range(y0, y1, rows):
@@ -441,7 +442,7 @@ def _check_format(format):
         raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
 
 
-def open_image(file_name, format="BGR", max_reduction=1.0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+def open_image(file_name, format="BGR", max_reduction=1.0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, decode_once=True):
     """Open an image for reading by windows (see the module docstring for what is decoded when).
 
     Args:
@@ -451,6 +452,8 @@ def open_image(file_name, format="BGR", max_reduction=1.0, max_image_pixels=DEFA
             gets the image's (height, width) (after EXIF rotation, from the header) and returns it.
             An image decoded once is decoded at the largest power of 2 <= it.
         max_image_pixels (int or None): ``SNIPER.INPUT.MAX_IMAGE_PIXELS``; a larger image raises.
+        decode_once (bool): False: a stream format (JPEG, PNG, ...) is read by rows whatever its
+            size (for a single read of the whole image, which needs no decoded copy to cut from).
 
     Returns:
         ImageReader (a context manager; ``close()`` frees the pixels and the file).
@@ -458,7 +461,7 @@ def open_image(file_name, format="BGR", max_reduction=1.0, max_image_pixels=DEFA
     Raises:
         ImageReadError: missing, truncated or corrupt file, unsupported sample type, too many pixels.
     """
-    return ImageReader(file_name, format, max_reduction, max_image_pixels)
+    return ImageReader(file_name, format, max_reduction, max_image_pixels, decode_once)
 
 
 def read_image_size(file_name, max_image_pixels=None):
@@ -481,7 +484,7 @@ def read_image(file_name, format="BGR", max_image_pixels=DEFAULT_MAX_IMAGE_PIXEL
     Raises:
         ImageReadError: missing, truncated, corrupt, unsupported, or too many pixels.
     """
-    with open_image(file_name, format, 1.0, max_image_pixels) as reader:
+    with open_image(file_name, format, 1.0, max_image_pixels, decode_once=False) as reader:  # one copy
         h, w = reader.image_size
         return reader.read_region((0, 0, w, h)).pixels
 
