@@ -5,7 +5,8 @@ A ``torch.utils.data.IterableDataset`` over (image, scale, window): each image i
 worker (:func:`~sniper_d2.image_io.open_image`: TIFFs by windows, other formats decoded once or
 read by rows), which yields its tiles in order, the last one carrying how many tiles the image sent
 and the pixels cut per scale (an image without a tile, or unreadable, gives one item without a
-tile); windows wholly in nodata are not cut (nor run). The loader batches ``TILE_BATCH_SIZE`` consecutive items of a worker, which may span images.
+tile); windows wholly in nodata are not cut (nor run). The loader batches ``TILE_BATCH_SIZE``
+consecutive items of a worker, which may span images.
 :func:`run_tiled_inference` runs the model on each batch (:meth:`MultiScaleTiledPredictor.detect_tiles`)
 and, as soon as the last tile of an image is back, merges that image
 (:meth:`MultiScaleTiledPredictor.merge`) and yields it.
