@@ -190,7 +190,8 @@ def main(argv=None):
             shutil.rmtree(out, ignore_errors=True)
             af_pss, af_rss, af_s = run_infer(raster, scales, af_weights, out, extra, "sniper_tiny_cpu_autofocus.yaml")
             with open(os.path.join(out, "results_meta.json")) as f:
-                af_pixels = [sum(v[k] for v in json.load(f)["pixels_per_scale"].values()) for k in range(2)]
+                per_file = json.load(f)["pixels_per_scale"].values()
+            af_pixels = [sum(v[k] for v in per_file) for k in range(2)]
             figures["autofocus"] = {"scales": scales, "peak_pss_mib": af_pss, "seconds": af_s, "mp_per_s": mp / af_s,
                                     "scaled_pixels_run": af_pixels, "extra_mib_over_reference": af_pss - ref_pss}
             print(f"  AutoFocus at scales {scales} (random focus head): peak {af_pss:.0f} (+{af_pss - ref_pss:.0f} "
