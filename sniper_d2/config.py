@@ -357,6 +357,10 @@ def add_sniper_config(cfg):
     # smaller box's area goes too (SAHI's "IOS").
     _C.SNIPER.TEST.MERGE_IOS = 0.8
     _C.SNIPER.TEST.SOFT_NMS_SIGMA = 0.55
+    # Cross-class merge after the per-class one (SAHI's class-agnostic postprocessing): where boxes
+    # of different classes overlap with IoU above this, only the highest-scoring one stays (one class
+    # per object). -1 = off: classes never suppress each other. Default from benchmarks/merge_ap.py.
+    _C.SNIPER.TEST.CROSS_CLASS_IOU = -1.0
     # Detections with a score below this are dropped before merging.
     _C.SNIPER.TEST.SCORE_THRESH = 0.05
     # Detections kept per full image after merging (also COCOEvaluator's max_dets_per_image).
