@@ -165,3 +165,23 @@ def test_cross_class_iou_out_of_range_is_refused():
     with pytest.raises(ValueError, match="cross-class IoU threshold"):
         merge_detections(torch.zeros((1, 4)), torch.ones(1), torch.zeros(1, dtype=torch.long), "nms",
                          cross_class_iou=1.5)
+
+
+def test_the_predictor_merges_across_classes_when_the_config_asks():
+    from detectron2.config import get_cfg
+
+    from sniper_d2.config import ConfigError, add_sniper_config
+    from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    assert TiledInferenceParams.from_cfg(cfg).cross_class_iou == -1.0, "off by default"
+    cfg.SNIPER.TEST.CROSS_CLASS_IOU = 0.6
+    params = TiledInferenceParams.from_cfg(cfg)
+    parts = [(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([0.7]), torch.tensor([0])),
+             (torch.tensor([[0.0, 0.0, 10.0, 11.0]]), torch.tensor([0.8]), torch.tensor([2]))]
+    det = MultiScaleTiledPredictor(None, params).merge(parts)
+    assert det["classes"].tolist() == [2] and det["scores"].tolist() == pytest.approx([0.8])
+    cfg.SNIPER.TEST.CROSS_CLASS_IOU = 0.0
+    with pytest.raises(ConfigError, match="CROSS_CLASS_IOU"):
+        TiledInferenceParams.from_cfg(cfg)
