@@ -91,7 +91,8 @@ def train_models(out, seeds, iters):
     for seed in seeds:
         run_dir = os.path.join(out, f"seed{seed}")
         if not os.path.isfile(os.path.join(run_dir, "model_final.pth")):
-            ex.train(configs["sniper"], run_dir, iters, *ex.seed_opts(seed), quiet=True)
+            # No evaluation inside training: the models are scored here, under every merge setting.
+            ex.train(configs["sniper"], run_dir, iters, *ex.seed_opts(seed), "DATASETS.TEST", "()", quiet=True)
         weights.append(os.path.join(run_dir, "model_final.pth"))
     return configs["sniper"], weights, [("synthetic_val", jsons["val"]), ("synthetic_clutter", jsons["clutter"])]
 
