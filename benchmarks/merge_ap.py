@@ -184,7 +184,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-dir", help="train the demo recipe per seed here (reusing finished seeds)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --train-dir (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=300, help="with --train-dir: iterations per model (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=300,
+                   help="with --train-dir: iterations per model (default: %(default)s)")
     p.add_argument("--config-file", help="the models' config (without --train-dir)")
     p.add_argument("--weights", nargs="+", help="one trained model per seed (without --train-dir)")
     p.add_argument("--dataset", nargs=2, action="append", metavar=("NAME", "JSON"),

@@ -8,8 +8,9 @@ Numpy + OpenCV only (no torch at import; detection tensors are read through ``np
 - :func:`render_detections`: the same on a BGR array already in memory.
 - :func:`place_labels`: the greedy label placement (exposed for tests): labels in decreasing score
   order, each at the first free position around its box (above, inside, below, beside); a label with
-  its score that fits nowhere is tried again without the score, then skipped. No two placed labels
-  overlap, and none covers the legend.
+  its score that fits nowhere is tried again without the score, then skipped; once labels cover a
+  tenth of the image, the rest go unlabelled (the colour and the legend still name the class). No
+  two placed labels overlap.
 
 Sizes follow the drawn image's long side (``DrawStyle.for_image``): line width, font and the smallest
 box drawn (a box smaller than that on the reduced image is drawn enlarged around its centre, so a 10 px
@@ -56,6 +57,7 @@ class DrawStyle:
     text_thickness: int = 1
     pad_px: int = 2  # around label text
     min_box_px: int = 8  # boxes smaller than this on the drawn image are drawn this large, centred
+    max_label_cover: float = 0.1  # labels stop once they cover this fraction of the image
 
     @classmethod
     def for_image(cls, image_size):
@@ -113,16 +115,21 @@ def place_labels(boxes, texts, image_size, style, reserved=()):
         texts: per box a tuple of label texts to try, preferred first (e.g. ``("disk 0.93", "disk")``).
         image_size: (H, W) of the drawn image.
         style (DrawStyle): font sizes.
-        reserved: (M, 4) rectangles no label may cover (the legend).
+        reserved: (M, 4) rectangles no label may cover.
 
     Returns:
         list of (box index, text, (x0, y0, x1, y1)) for the labels placed; the rectangles are
-        half-open, inside the image, and pairwise disjoint (also disjoint from ``reserved``). Among free positions, one that covers no other box whole is preferred.
+        half-open, inside the image, and pairwise disjoint (also disjoint from ``reserved``). Placing
+        stops once the labels cover ``style.max_label_cover`` of the image. Among free positions, one
+        that covers no other box whole is preferred.
     """
     placed = [tuple(int(v) for v in r) for r in reserved]
     out = []
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    budget, covered = style.max_label_cover * image_size[0] * image_size[1], 0
     for i, box in enumerate(boxes):
+        if covered >= budget:
+            break
         for text in texts[i]:
             size = _text_size(text, style)
             if size[0] > image_size[1] or size[1] > image_size[0]:
@@ -134,6 +141,7 @@ def place_labels(boxes, texts, image_size, style, reserved=()):
                 rect = tuple(int(v) for v in cands[clear[0] if len(clear) else free[0]])
                 placed.append(rect)
                 out.append((i, text, rect))
+                covered += (rect[2] - rect[0]) * (rect[3] - rect[1])
                 break
     return out
 
@@ -208,7 +216,8 @@ def render_detections(image, boxes, scores, classes, class_names=(), threshold=0
     boxes, scores, classes = boxes[order], scores[order], classes[order]
 
     # Boxes too small to see are drawn min_box_px large around their centre.
-    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, style.min_box_px / 2)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, style.min_box_px / 2)
     drawn = np.round(np.concatenate([centre - half, centre + half], axis=1)).astype(np.int64)
     colors = class_colors(max(len(class_names), int(classes.max()) + 1 if len(classes) else 0))
     names = [class_names[c] if 0 <= c < len(class_names) else str(c) for c in classes.tolist()]
@@ -232,7 +241,8 @@ def draw_detections(file_name, det, class_names, threshold, max_side):
     """BGR image of ``file_name`` with its detections drawn (:func:`render_detections`), the image at
     most ``max_side`` px on its long side (legend strip added under it).
 
-    A larger image is read reduced (JPEG draft, TIFF windows) and resized, and the boxes are scaled
+    A larger image is read reduced (JPEG draft, TIFF windows: the largest power-of-2 reduction that
+    keeps at least ``max_side`` pixels) and resized to exactly ``max_side``, and the boxes are scaled
     with it, so drawing never holds the full-size image of a huge scene.
 
     Args:
@@ -242,8 +252,8 @@ def draw_detections(file_name, det, class_names, threshold, max_side):
     """
     from .image_io import open_image
 
-    def reduction(size):  # the power of 2 that brings the long side to max_side or less
-        return float(2 ** max(0, math.ceil(math.log2(max(size) / max_side))))
+    def reduction(size):  # the largest power of 2 that keeps the long side >= max_side (then resized)
+        return float(2 ** max(0, math.floor(math.log2(max(size) / max_side))))
 
     with open_image(file_name, "BGR", max_reduction=reduction) as reader:
         h, w = reader.image_size
