@@ -100,19 +100,17 @@ def train_models(out, seeds, iters):
 def evaluate(config_file, opts, weights_list, datasets, settings):
     """Per (data set, setting), per model: [AP, AP50, APs, nested pairs / image, cross pairs / image]."""
     import torch
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
-    from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
     from tqdm import tqdm
 
-    import sniper_d2.modeling  # noqa: F401
     from sniper_d2.config import add_sniper_config
     from sniper_d2.data.datasets import register_coco_json
     from sniper_d2.image_io import read_image
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
     from sniper_d2.inference.evaluation import SniperCOCOEvaluator
+    from sniper_d2.inference.fast_model import build_inference_model
 
     cfg = get_cfg()
     add_sniper_config(cfg)
@@ -124,9 +122,7 @@ def evaluate(config_file, opts, weights_list, datasets, settings):
     params = TiledInferenceParams.from_cfg(cfg)
     table = defaultdict(list)
     for weights in weights_list:
-        model = build_model(cfg)
-        DetectionCheckpointer(model).load(weights)
-        model.eval()
+        model = build_inference_model(cfg, weights)  # as tools/infer.py runs it
         predictors = {s: MultiScaleTiledPredictor(model, replace(params, merge_method=s[0],
                                                                  cross_class_iou=s[1] or -1.0)) for s in settings}
         for name, _ in datasets:
