@@ -7,8 +7,9 @@ scaled copy of the whole image is ever held: memory per tile is bounded by ``TIL
 scale. Tiles go through the model ``TILE_BATCH_SIZE`` at a time. Boxes are mapped back to original
 pixels (``x = u / scale + x0``) and clipped; a box touching an inner window border is dropped (an
 overlapping window sees the object whole); a box whose ``sqrt(w * h)`` (original pixels) is outside
-the scale's test range ``(lo, hi]`` is dropped. Then all scales are merged per class
-(:func:`~sniper_d2.inference.merge.merge_detections`) on the device the model returned its boxes on.
+the scale's test range ``(lo, hi]`` is dropped. Then all scales are merged per class, and across
+classes where ``CROSS_CLASS_IOU`` is set (:func:`~sniper_d2.inference.merge.merge_detections`), on the
+device the model returned its boxes on.
 
 Nodata: when the image has a valid-data mask (a nodata value, an alpha band or an internal mask,
 :attr:`~sniper_d2.image_io.ImageReader.has_mask`), a window lying wholly in nodata is not run
@@ -50,6 +51,7 @@ class TiledInferenceParams:
     merge_iou: float = 0.5
     merge_ios: float = 0.8
     soft_nms_sigma: float = 0.55
+    cross_class_iou: float = -1.0  # > 0: cross-class merge at this IoU after the per-class merge; -1 off
     score_thresh: float = 0.05
     max_detections: int = 500
     use_border_rule: bool = True  # False only to show what the rule prevents (tests)
@@ -81,6 +83,8 @@ class TiledInferenceParams:
         check_precision_name(self.precision)
         if self.merge_method not in METHODS:
             raise ConfigError(f"SNIPER.TEST.MERGE_METHOD must be one of {METHODS}, got {self.merge_method!r}")
+        if not (self.cross_class_iou == -1 or 0 < self.cross_class_iou <= 1):
+            raise ConfigError(f"SNIPER.TEST.CROSS_CLASS_IOU must be in (0, 1] or -1 (off), got {self.cross_class_iou}")
 
     @classmethod
     def from_cfg(cls, cfg):
@@ -89,7 +93,8 @@ class TiledInferenceParams:
                    tile_size=int(t.TILE_SIZE), fit_size=int(cfg.SNIPER.CHIP_SIZE), tile_overlap=int(t.TILE_OVERLAP),
                    tile_batch_size=int(t.TILE_BATCH_SIZE), merge_method=t.MERGE_METHOD, merge_iou=float(t.MERGE_IOU),
                    merge_ios=float(t.MERGE_IOS),
-                   soft_nms_sigma=float(t.SOFT_NMS_SIGMA), score_thresh=float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+                   soft_nms_sigma=float(t.SOFT_NMS_SIGMA), cross_class_iou=float(t.CROSS_CLASS_IOU),
+                   score_thresh=float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
                    max_detections=int(cfg.TEST.DETECTIONS_PER_IMAGE), mode=str(t.MODE),
                    focus_thresholds=tuple(float(v) for v in cfg.SNIPER.AUTOFOCUS.THRESHOLDS),
                    focus_dilations=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.DILATIONS),
@@ -328,7 +333,8 @@ class MultiScaleTiledPredictor:
         boxes, scores, classes = cat_detections(parts)
         boxes, scores, classes = merge_detections(boxes, scores.float(), classes.long(), method=p.merge_method,
                                                   iou_threshold=p.merge_iou, top_k=p.max_detections,
-                                                  sigma=p.soft_nms_sigma, ios_threshold=p.merge_ios)
+                                                  sigma=p.soft_nms_sigma, ios_threshold=p.merge_ios,
+                                                  cross_class_iou=p.cross_class_iou)
         return {"boxes": boxes.cpu(), "scores": scores.cpu(), "classes": classes.cpu()}
 
     def detect_unmerged(self, image, pixels=None):
