@@ -62,10 +62,11 @@ def user_errors():
     each with a message naming the file and the problem."""
     from .coco import DatasetError
     from .config import ConfigError
+    from .geo import GeoError
     from .image_io import ImageReadError
     from .io import ArtifactError
 
-    return (DatasetError, ArtifactError, ImageReadError, ConfigError, FileNotFoundError)
+    return (DatasetError, ArtifactError, ImageReadError, ConfigError, GeoError, FileNotFoundError)
 
 
 def run_main(main_func, program, *args, **kwargs):

@@ -19,6 +19,9 @@ a warning naming them, and counted. Written to --output:
   results_meta.json    sidecar (sniper_d2.io artifact, format "sniper_d2.infer_results", version 1):
                        weights, config file, images, skipped files, detections, threshold, and
                        "pixels_per_scale": {file: pixels through the detector per SNIPER.TEST.SCALES entry};
+  <stem>.geojson       for each georeferenced input (a GeoTIFF with a CRS and a geotransform): its
+                       detections as map polygons (properties class, score, pixel box x0 y0 x1 y1), in
+                       the raster's CRS or --vector-crs; <stem>.gpkg with --vector-format gpkg;
   <stem>_focus.jpg     with --draw-focus (SNIPER.TEST.MODE "autofocus"): the focus maps (red) and the
                        focus chips of each finer scale (boxes labelled with the scale) over the image;
   partial/             while running: each process's results so far, one JSON line appended per image
@@ -61,6 +64,10 @@ def parse_args(argv=None):
                    help="with SNIPER.TEST.MODE autofocus: also write <stem>_focus.jpg, where the model zoomed in")
     p.add_argument("--draw-max-side", type=int, default=4096,
                    help="drawn images are reduced to at most this long side, px (default: %(default)s)")
+    p.add_argument("--vector-format", choices=("geojson", "gpkg", "none"), default="geojson",
+                   help="vector file of each georeferenced input's detections (default: %(default)s)")
+    p.add_argument("--vector-crs", default=None,
+                   help="CRS of the vector files, e.g. EPSG:4326 for RFC 7946 GeoJSON (default: the raster's)")
     p.add_argument("--num-gpus", type=int, default=1,
                    help="processes per machine: one per GPU, or CPU processes joined by gloo without a GPU "
                         "(default: %(default)s)")
@@ -78,6 +85,15 @@ def parse_args(argv=None):
     args = parse_with_overrides(p, argv)
     if args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
         p.error(f"--machine-rank {args.machine_rank} is not in 0 .. {args.num_machines - 1} (--num-machines)")
+    if args.vector_crs is not None:
+        from pyproj.exceptions import CRSError
+
+        from sniper_d2.geo import crs_name
+
+        try:
+            crs_name(args.vector_crs)
+        except CRSError as e:
+            p.error(f"--vector-crs {args.vector_crs}: not a CRS ({e})")
     if args.num_machines > 1 and args.dist_url == "auto":
         p.error("--num-machines > 1 needs --dist-url tcp://<address of machine 0>:<port>, the same on every machine")
     return args
@@ -110,7 +126,7 @@ def infer(args):
     import sniper_d2.modeling  # noqa: F401  (registers the heads)
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
     from sniper_d2.inference.fast_model import prepare_for_inference
-    from sniper_d2.inference.folder import infer_files
+    from sniper_d2.inference.folder import VectorOutput, infer_files
     from sniper_d2.inference.pipeline import tile_loader_workers
 
     setup_logger(name="sniper_d2", distributed_rank=comm.get_rank())
@@ -125,11 +141,14 @@ def infer(args):
     # eval mode, batch norms folded into the convolutions, channels-last on CPU, backbone in TEST.PRECISION
     prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION)
     class_names, to_dataset_id = _categories(cfg)
+    vector = None if args.vector_format == "none" else VectorOutput(
+        "." + args.vector_format, args.vector_crs,
+        {to_dataset_id.get(k, k): name for k, name in enumerate(class_names)})
     summary = infer_files(MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg)), files, args.output, cfg,
                           confidence_threshold=args.confidence_threshold, to_dataset_id=to_dataset_id,
                           class_names=class_names, draw=not args.no_draw, draw_max_side=args.draw_max_side,
                           resume=args.resume, fsync_every=args.fsync_every, num_workers=tile_loader_workers(cfg),
-                          draw_focus=args.draw_focus, meta={"config_file": args.config_file})
+                          draw_focus=args.draw_focus, meta={"config_file": args.config_file}, vector=vector)
     if summary is not None:
         skipped = summary["skipped"]
         total = [sum(v[k] for v in summary["pixels_per_scale"].values()) for k in range(len(cfg.SNIPER.TEST.SCALES))]

@@ -26,6 +26,11 @@ detections in the detector's order, so N processes on M machines write the same 
 writes ``results_meta.json`` and removes the partial folder. With several machines, ``output_dir``
 must be one folder that every machine sees (a shared file system), as detectron2's OUTPUT_DIR.
 
+Vector output: with ``vector=VectorOutput(...)``, the main process also writes, at the end, the
+detections of every georeferenced input (GeoTIFF with a CRS and a geotransform) as map polygons,
+one file per input named like its drawn image (``<stem>.geojson`` or ``<stem>.gpkg``), through
+:func:`sniper_d2.geo.write_detections_vector`; plain images get none.
+
 One progress bar (main process) counts every process's images from the lines of their partial files.
 """
 
@@ -36,8 +41,10 @@ import math
 import os
 import shutil
 import time
+from typing import Dict, NamedTuple, Optional
 
 import cv2
+import numpy as np
 from detectron2.utils import comm
 
 from ..coco import boxes_xyxy_to_xywh
@@ -46,11 +53,25 @@ from .autofocus import full_inference_pixels
 from .pipeline import ImageTask, build_tile_loader, run_tiled_inference
 
 __all__ = ["run_key", "infer_files", "read_partial_file", "load_partial_results", "draw_detections",
-           "PARTIAL_FORMAT"]
+           "VectorOutput", "PARTIAL_FORMAT"]
 
 logger = logging.getLogger("sniper_d2.infer")
 PARTIAL_FORMAT = ("sniper_d2.infer_partial", 2)
 _PALETTE = [(0, 200, 255), (255, 120, 0), (60, 220, 60), (220, 60, 220), (255, 255, 0), (0, 80, 255)]
+
+
+class VectorOutput(NamedTuple):
+    """Detections of georeferenced inputs as vector files (see the module docstring).
+
+    Attributes:
+        extension (str): ".geojson" or ".gpkg".
+        crs (str or None): the CRS to write (e.g. "EPSG:4326" for RFC 7946 GeoJSON); None: the raster's.
+        class_names (dict[int, str]): data set category id (as in results.json) -> class name.
+    """
+
+    extension: str
+    crs: Optional[str]
+    class_names: Dict[int, str]
 
 
 def run_key(cfg, files, confidence_threshold):
@@ -254,7 +275,7 @@ def _start_run(output_dir, key, resume):
 
 def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, to_dataset_id=None,
                 class_names=(), draw=True, draw_max_side=4096, resume=False, fsync_every=8, num_workers=0,
-                draw_focus=False, meta=None):
+                draw_focus=False, meta=None, vector=None):
     """Run ``predictor`` over ``files`` in this process's share; merge on the main process.
 
     Args:
@@ -271,6 +292,7 @@ def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, 
         num_workers (int): data-loader worker processes preparing tiles.
         draw_focus (bool): SNIPER.TEST.MODE "autofocus": also draw ``<stem>_focus.jpg``.
         meta (dict): extra entries for results_meta.json (e.g. the config file).
+        vector (VectorOutput or None): also write each georeferenced input's detections as a vector file.
 
     Mode "full" runs the prefetching tile pipeline; mode "autofocus" (coarse scale first, finer
     scales only inside focus chips) runs each image in this process (``predictor(image)``).
@@ -328,7 +350,7 @@ def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, 
     progress.close()
     summary = None
     if comm.is_main_process():
-        summary = _write_results(output_dir, key, files, cfg, confidence_threshold, meta or {})
+        summary = _write_results(output_dir, key, files, cfg, confidence_threshold, meta or {}, vector)
     comm.synchronize()
     return summary
 
@@ -361,8 +383,9 @@ def _draw_focus(path, det, cfg, focus_path):
         raise OSError(f"{focus_path}: could not write the focus picture")
 
 
-def _write_results(output_dir, key, files, cfg, threshold, meta):
-    """Merge every partial file into results.json (+ results_meta.json); remove the partial folder."""
+def _write_results(output_dir, key, files, cfg, threshold, meta, vector):
+    """Merge every partial file into results.json (+ results_meta.json, + vector files); remove the
+    partial folder."""
     from ..io import atomic_open
 
     records = load_partial_results(output_dir, key)
@@ -383,13 +406,39 @@ def _write_results(output_dir, key, files, cfg, threshold, meta):
                 f.write((", " if detections else "") + json.dumps(r))
                 detections += 1
         f.write("]")
+    vectors = _write_vectors(output_dir, files, records, vector) if vector is not None else {}
     save_json_artifact(os.path.join(output_dir, "results_meta.json"), "sniper_d2.infer_results", 1, {
         "weights": cfg.MODEL.WEIGHTS, "images": len(files) - len(skipped), "skipped": skipped,
         "detections": detections, "confidence_threshold": threshold, "run_key": key,
-        "pixels_per_scale": pixels, **meta})
+        "pixels_per_scale": pixels, "vectors": vectors, **meta})
     shutil.rmtree(_partial_dir(output_dir))
     return {"images": len(files) - len(skipped), "skipped": skipped, "detections": detections,
-            "pixels_per_scale": pixels}
+            "pixels_per_scale": pixels, "vectors": vectors}
+
+
+def _write_vectors(output_dir, files, records, vector):
+    """{input: vector file} for the georeferenced inputs among ``records`` (see :class:`VectorOutput`)."""
+    from ..geo import read_georeference, write_detections_vector
+
+    names, written = _drawn_names(files), {}
+    for image_id, path in enumerate(files, start=1):
+        record = records[image_id]
+        if "skipped" in record:
+            continue
+        georef = read_georeference(path)
+        if georef is None:
+            continue
+        results = record["results"]
+        boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY, original-raster pixels
+        target = os.path.join(output_dir, os.path.splitext(names[path])[0] + vector.extension)
+        write_detections_vector(target, georef, boxes, [r["score"] for r in results],
+                                [vector.class_names.get(r["category_id"], str(r["category_id"])) for r in results],
+                                dst_crs=vector.crs)
+        written[path] = target
+    if written:
+        logger.info(f"{len(written)} georeferenced inputs: detections written as {vector.extension} vector files")
+    return written
 
 
 def _finished_run(output_dir, key):
