@@ -136,3 +136,13 @@ def test_coco_stats_equal_pycocotools_summary_with_its_default_max_dets():
     ours = coco_eval.stats.copy()
     coco_eval.summarize()  # pycocotools' own numbers (maxDets 1, 10, 100)
     np.testing.assert_allclose(ours, coco_eval.stats, rtol=0, atol=1e-12)
+
+
+def test_the_module_imports_numpy_only():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, sniper_d2.evaluation_windows; "
+            "bad = [m for m in ('torch', 'detectron2', 'pycocotools') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
