@@ -314,6 +314,9 @@ def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, 
         if comm.is_main_process():
             logger.info(f"{output_dir}/results.json already holds this run's {state['finished']['images']} images")
         return state["finished"] if comm.is_main_process() else None
+    if not os.path.isdir(partial):
+        raise FileNotFoundError(f"{partial}: not found by process {rank}: with several machines, --output must be "
+                                f"one folder every machine sees (a shared file system)")
     done = set(state["done"])
     if done and comm.is_main_process():
         logger.info(f"resuming: {len(done)} of {len(files)} images already done")
