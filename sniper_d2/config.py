@@ -15,7 +15,7 @@ Numpy only: :func:`add_sniper_config` imports detectron2's ``CfgNode`` lazily, s
 import math
 from dataclasses import dataclass
 
-__all__ = ["FIT_SCALE", "NO_UPPER_BOUND", "ConfigError", "ValidRange", "is_fit", "parse_scales",
+__all__ = ["FIT_SCALE", "NO_UPPER_BOUND", "ConfigError", "MOVED_KEYS", "ValidRange", "is_fit", "parse_scales",
            "require_config_file", "check_runtime_config", "add_sniper_config"]
 
 # A scale entry equal to this value means "resize the whole image so that its long side equals
@@ -27,6 +27,14 @@ NO_UPPER_BOUND = -1.0
 
 class ConfigError(ValueError):
     """A config whose keys exist but whose values cannot work together (message names them)."""
+
+
+# Keys that sniper_d2 had and that duplicated one of detectron2's: old name -> the key to set instead.
+# A config file or command line that still sets an old one is refused naming the new one.
+MOVED_KEYS = {
+    "SNIPER.TEST.MAX_DETECTIONS": "TEST.DETECTIONS_PER_IMAGE",  # per full image after merging, too
+    "SNIPER.TEST.SCORE_THRESH": "MODEL.ROI_HEADS.SCORE_THRESH_TEST",  # per tile, before merging
+}
 
 
 def require_config_file(config_file):
@@ -357,16 +365,15 @@ def add_sniper_config(cfg):
     # smaller box's area goes too (SAHI's "IOS").
     _C.SNIPER.TEST.MERGE_IOS = 0.8
     _C.SNIPER.TEST.SOFT_NMS_SIGMA = 0.55
-    # Detections with a score below this are dropped before merging.
-    _C.SNIPER.TEST.SCORE_THRESH = 0.05
-    # Detections kept per full image after merging (also COCOEvaluator's max_dets_per_image).
-    _C.SNIPER.TEST.MAX_DETECTIONS = 500
+    # detectron2's own keys set the rest (MOVED_KEYS): MODEL.ROI_HEADS.SCORE_THRESH_TEST drops each
+    # tile's detections below it before merging; TEST.DETECTIONS_PER_IMAGE caps the detections of
+    # each tile and of each full image after merging (also COCOEvaluator's max_dets_per_image).
     # Evaluation of huge images (sniper_d2/evaluation_windows.py): an image with at least
     # EVAL_WINDOWS_MIN_PIXELS pixels or EVAL_WINDOWS_MIN_OBJECTS annotations is evaluated by square
     # windows of EVAL_WINDOW_SIZE px: objects and detections go to the window of their box centre and
     # are matched within it, in the same COCO evaluation as the other images (plain COCO matching
-    # builds one IoU matrix of all the image's detections by all its objects). MAX_DETECTIONS then
-    # caps each window. EVAL_WINDOW_SIZE 0 turns this off.
+    # builds one IoU matrix of all the image's detections by all its objects). TEST.DETECTIONS_PER_IMAGE
+    # then caps each window. EVAL_WINDOW_SIZE 0 turns this off.
     _C.SNIPER.TEST.EVAL_WINDOW_SIZE = 1024
     _C.SNIPER.TEST.EVAL_WINDOWS_MIN_PIXELS = 64_000_000
     _C.SNIPER.TEST.EVAL_WINDOWS_MIN_OBJECTS = 5000

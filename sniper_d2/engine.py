@@ -4,18 +4,26 @@ detectron2 0.6's ``launch`` asserts CUDA and uses NCCL, and its ``create_ddp_mod
 ``device_ids=[local_rank]``, which DistributedDataParallel rejects for a CPU module. We keep the real
 ``launch`` for GPUs and add:
 
-- :func:`launch_cpu`: spawns N processes per machine, on one or several machines, with a gloo process
-  group (and detectron2's per-machine local group), as detectron2's ``launch`` does with NCCL;
+- :func:`launch_cpu`: spawns N processes on this machine, joined by a gloo process group with the
+  processes of the other machines (one or several, as detectron2's ``launch`` does with NCCL);
 - :func:`free_local_dist_url`: a ``tcp://127.0.0.1:<port>`` address on a port free now;
 - :func:`create_ddp_model`: like detectron2's, with ``device_ids=None`` for CPU models;
-- :func:`install_cpu_ddp_support`: makes ``DefaultTrainer`` use it (it calls the module-level name).
+- :func:`install_cpu_ddp_support`: makes ``DefaultTrainer`` use it. detectron2 0.6 has no public
+  way to choose the DDP wrapper of ``DefaultTrainer`` (its ``__init__`` calls the module-level
+  ``create_ddp_model``), so this rebinds that public name, in the CPU worker processes only.
+
+Only public ``detectron2.utils.comm`` functions are used. Its local process group is not created:
+on one machine ``comm.get_local_size()`` is then the world size, as it should be, and
+``comm.get_local_rank()`` is only read by detectron2's ``create_ddp_model``, which CPU models do not
+go through.
 
 :func:`sniper_d2.cli.run_cli` picks between ``launch`` and :func:`launch_cpu`.
 """
 
-import gc
 import logging
+import os
 import socket
+import sys
 
 import torch
 import torch.distributed as dist
@@ -44,37 +52,42 @@ def install_cpu_ddp_support():
     d2_defaults.create_ddp_model = create_ddp_model
 
 
-def _cpu_worker(local_rank, main_func, num_per_machine, num_machines, machine_rank, dist_url, args):
-    world_size = num_per_machine * num_machines
-    rank = machine_rank * num_per_machine + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=rank)
-    # detectron2's comm.get_local_rank() / get_local_size() read the group of this machine's processes;
-    # every process creates every machine's group, in the same order (new_group is collective).
-    for i in range(num_machines):
-        group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
-        if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+# Exit status of a worker that stopped on a user error (sniper_d2.cli.user_errors).
+USER_ERROR_EXIT = 3
+
+
+def _cpu_worker(local_rank, main_func, num_per_machine, num_machines, machine_rank, dist_url, args,
+                user_error_queue):
+    from .cli import user_errors
+
+    rank = machine_rank * num_per_machine + local_rank  # as detectron2's launch numbers them
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=num_per_machine * num_machines,
+                            rank=rank)
     install_cpu_ddp_support()
     torch.set_num_threads(max(1, torch.get_num_threads() // num_per_machine))
     try:
-        main_func(*args)
-        dist.barrier()  # leave together: rank 0 may still be evaluating after the gather
-    finally:
-        _destroy_process_groups()
-
-
-def _destroy_process_groups():
-    """Destroy the gloo groups and drop every reference to them before the interpreter exits.
-
-    detectron2 keeps groups alive in ``comm._LOCAL_PROCESS_GROUP`` and in the ``lru_cache`` of
-    ``comm._get_global_gloo_group``. A group destroyed by ``dist.destroy_process_group`` but still
-    referenced there is freed during interpreter shutdown, and its gloo threads then abort the process
-    ("terminate called without an active exception", SIGABRT) in about 1 run in 20.
-    """
+        main_func(*args)  # another exception goes to the parent through torch.multiprocessing
+    except user_errors() as e:  # the parent prints it in one line (sys.argv is the parent's)
+        user_error_queue.put(f"{os.path.basename(sys.argv[0])}: error: {e}")
+        os._exit(USER_ERROR_EXIT)
+    dist.barrier()  # leave together: rank 0 may still be evaluating after the gather
     dist.destroy_process_group()
-    comm._LOCAL_PROCESS_GROUP = None
-    comm._get_global_gloo_group.cache_clear()
-    gc.collect()
+    _exit_now()
+
+
+def _exit_now():
+    """End a finished worker process without the interpreter's teardown (logs and streams flushed).
+
+    detectron2's ``comm`` keeps the world group in a cache that has no public way to be cleared
+    (``comm.all_gather`` / ``comm.gather`` fill it). A destroyed gloo group still referenced there is
+    freed during interpreter shutdown, and its threads then abort the process ("terminate called
+    without an active exception", SIGABRT, about 1 run in 20). A worker has nothing left to do at
+    this point, so it leaves before that teardown.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def free_local_dist_url():
@@ -90,13 +103,23 @@ def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=
                machine_rank=0):
     """Run ``main_func(*args)`` in ``num_processes`` CPU processes on this machine, joined by a gloo
     group with the processes of the other machines (``num_machines`` in all, this one being
-    ``machine_rank``; every machine runs the same command with its own rank and the same ``dist_url``,
-    the address of machine 0). Global rank = ``machine_rank * num_processes + local rank``, as in
-    detectron2's ``launch``."""
+    ``machine_rank``; every machine runs the same command with its own rank and the same
+    ``dist_url``, the address of machine 0). Global rank = ``machine_rank * num_processes + local
+    rank``, as in detectron2's ``launch``.
+
+    A user error (:func:`sniper_d2.cli.user_errors`) in a worker ends the program with one line,
+    ``<program>: error: <message>``, and status 1, as in one process.
+    """
     if num_processes * num_machines <= 1:
         return main_func(*args)
     logger.info(f"launching {num_processes} CPU processes (gloo) on machine {machine_rank} of {num_machines} "
                 f"at {dist_url}")
-    mp.start_processes(_cpu_worker, nprocs=num_processes,
-                       args=(main_func, num_processes, num_machines, machine_rank, dist_url, args),
-                       daemon=False, start_method="spawn")
+    user_errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.start_processes(_cpu_worker, nprocs=num_processes,
+                           args=(main_func, num_processes, num_machines, machine_rank, dist_url, args, user_errors),
+                           daemon=False, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        if e.exit_code == USER_ERROR_EXIT and not user_errors.empty():
+            sys.exit(user_errors.get())  # the first worker's line; status 1, as in one process
+        raise

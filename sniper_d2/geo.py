@@ -36,6 +36,8 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from .coco import DatasetError
+
 __all__ = [
     "GeoError",
     "Georeference",
@@ -65,9 +67,10 @@ GEOJSON_EXTENSIONS = (".geojson", ".json")
 GPKG_EXTENSIONS = (".gpkg",)
 
 
-class GeoError(ValueError):
+class GeoError(DatasetError):
     """A raster or vector file cannot be used as asked (no CRS, unknown field, empty, unreadable);
-    the message names the file and the problem."""
+    the message names the file and the problem. A :class:`~sniper_d2.coco.DatasetError`, so the
+    tools' :func:`~sniper_d2.cli.run_main` ends the program with it in one line."""
 
 
 class Georeference(NamedTuple):
@@ -90,7 +93,11 @@ class Georeference(NamedTuple):
 
 
 def crs_name(crs):
-    """``"EPSG:<code>"`` for a CRS that has one, else its WKT (accepts anything pyproj accepts)."""
+    """``"EPSG:<code>"`` for a CRS that has one, else its WKT (accepts anything pyproj accepts).
+
+    Raises:
+        pyproj.exceptions.CRSError: pyproj does not know the CRS.
+    """
     from pyproj import CRS
 
     crs = CRS.from_user_input(crs)
@@ -292,10 +299,15 @@ def write_boxes_vector(path, georef, boxes_px, properties, dst_crs=None, layer="
     Returns:
         str: ``path``. See the module docstring for the CRS each format carries.
     """
+    from pyproj.exceptions import CRSError
+
     driver = _vector_driver(path)
     boxes = np.asarray(boxes_px, np.float64).reshape(-1, 4)
     cols = _columns(properties, len(boxes))
-    dst = crs_name(dst_crs) if dst_crs is not None else georef.crs
+    try:
+        dst = crs_name(dst_crs) if dst_crs is not None else georef.crs
+    except CRSError as e:
+        raise GeoError(f"{path}: unknown CRS {str(dst_crs)[:80]!r} to write in: {e}") from e
     rings = reproject_points(boxes_to_rings(boxes, georef.transform), georef.crs, dst)
     meta = {"format": VECTOR_FORMAT, "version": VECTOR_VERSION, "source_raster": georef.path, **(extra or {})}
     if driver == "GeoJSON":

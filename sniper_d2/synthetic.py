@@ -351,6 +351,8 @@ class OrthoSpec:
 
 
 ORTHO_FORMAT = "sniper_d2.synthetic_ortho"
+# GDAL's block cache while writing (MB): bounds the writer's memory whatever the raster's size.
+ORTHO_GDAL_CACHE_MB = 256
 ORTHO_VERSION = 1
 
 
@@ -547,7 +549,7 @@ def make_synthetic_ortho(output_dir, spec, name="ortho", labels_crs=None, progre
       with the geotransform of :func:`ortho_transform`, an internal nodata mask (what GDAL writes
       with ``GDAL_TIFF_INTERNAL_MASK=YES``; pixels outside are black), internal overviews (2, 4, ...
       down to one tile, averaged), and tags ``SNIPER_D2_FORMAT`` / ``_VERSION`` / ``_SPEC_HASH``.
-      Written window by window (memory bounded by a window of 4 x 4 tiles), to a temporary name
+      Written window by window (memory: a window of 4 x 4 tiles plus GDAL's cache, ORTHO_GDAL_CACHE_MB), to a temporary name
       renamed into place.
     - ``<name>_labels.geojson``: one polygon per object in map coordinates (``labels_crs``, default
       the raster's CRS), with property ``class`` (disk, square, triangle), as a GIS exports them.
@@ -577,7 +579,7 @@ def make_synthetic_ortho(output_dir, spec, name="ortho", labels_crs=None, progre
         step = 4 * spec.tile_px
         windows = [(x, y, min(step, spec.width_px - x), min(step, spec.height_px - y))
                    for y in range(0, spec.height_px, step) for x in range(0, spec.width_px, step)]
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), atomic_output_path(raster) as tmp:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=ORTHO_GDAL_CACHE_MB), atomic_output_path(raster) as tmp:
             with rasterio.open(tmp, "w", **_ortho_profile(spec)) as dst:
                 dst.update_tags(SNIPER_D2_FORMAT=ORTHO_FORMAT, SNIPER_D2_VERSION=str(ORTHO_VERSION),
                                 SNIPER_D2_SPEC_HASH=spec_hash)

@@ -181,3 +181,8 @@ def test_gpkg_multipolygons_and_triangles_become_their_pixel_extent(tmp_path):
     boxes = labels_to_pixel_boxes(labels, GEOREF)
     np.testing.assert_allclose(boxes.boxes, [[100, 50, 210, 130], [300, 400, 340, 460]], rtol=0, atol=1e-6)
     assert list(boxes.class_names) == ["oak", "pine"]
+
+
+def test_unknown_destination_crs_is_a_geo_error(tmp_path):
+    with pytest.raises(GeoError, match="d.geojson: unknown CRS 'EPSG:999999'"):
+        write_detections_vector(str(tmp_path / "d.geojson"), GEOREF, BOXES, SCORES, NAMES, dst_crs="EPSG:999999")

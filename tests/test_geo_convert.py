@@ -156,7 +156,7 @@ def test_bad_inputs_end_in_one_line_naming_the_file(site, tmp_path):
         if "species" in message:
             argv += ["--class-field", "species"]
         with pytest.raises(SystemExit) as exit_info:
-            tool.main(argv)
+            tool.run_main(tool.main, "convert_geo.py", argv)
         text = str(exit_info.value.code)
         assert text.startswith("convert_geo.py: error: ") and message in text and "\n" not in text, text
     assert not os.path.exists(tmp_path / "out.json")

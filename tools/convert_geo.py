@@ -23,7 +23,6 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.cli import run_main  # noqa: E402
 from sniper_d2.converters.geo import convert_rasters  # noqa: E402
-from sniper_d2.geo import GeoError  # noqa: E402
 from sniper_d2.io import atomic_open  # noqa: E402
 
 
@@ -40,11 +39,9 @@ def main(argv=None):
     p.add_argument("--layer", help="layer of a multi-layer file such as a GeoPackage (default: the first)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
-    try:
-        coco, report = convert_rasters(args.raster, args.labels, os.path.dirname(os.path.abspath(args.output)),
-                                       class_field=args.class_field, classes=args.classes, layer=args.layer)
-    except GeoError as e:
-        sys.exit(f"convert_geo.py: error: {e}")
+    # A GeoError (no CRS, unknown class field, empty file, ...) ends the program in one line (run_main).
+    coco, report = convert_rasters(args.raster, args.labels, os.path.dirname(os.path.abspath(args.output)),
+                                   class_field=args.class_field, classes=args.classes, layer=args.layer)
     with atomic_open(args.output, "w") as f:
         json.dump(coco, f)
     skipped = sum(report["skipped"].values())

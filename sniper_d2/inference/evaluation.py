@@ -8,7 +8,7 @@ Three pieces for detectron2's ``inference_on_dataset(model, loader, evaluator)``
   forward runs :class:`~sniper_d2.inference.MultiScaleTiledPredictor` on each full image and returns
   stitched ``Instances`` in original pixels, the same outputs as a stock detector's;
 - :func:`build_sniper_evaluator`: :class:`SniperCOCOEvaluator`, detectron2's ``COCOEvaluator`` with
-  ``SNIPER.TEST.MAX_DETECTIONS`` per image (not 100), the Python COCOeval when the compiled one is
+  ``TEST.DETECTIONS_PER_IMAGE`` per image (not 100), the Python COCOeval when the compiled one is
   missing, and huge images (``SNIPER.TEST.EVAL_WINDOWS_MIN_PIXELS`` / ``_MIN_OBJECTS``) evaluated by
   windows (:mod:`sniper_d2.evaluation_windows`). It gathers predictions from all processes to the
   main one, so N processes give the same numbers as one.
@@ -199,10 +199,10 @@ class SniperCOCOEvaluator(COCOEvaluator):
 
 
 def build_sniper_evaluator(cfg, dataset_name, output_dir=None):
-    """:class:`SniperCOCOEvaluator` keeping ``cfg.SNIPER.TEST.MAX_DETECTIONS`` detections per image,
+    """:class:`SniperCOCOEvaluator` keeping ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections per image,
     huge images by ``cfg.SNIPER.TEST.EVAL_WINDOW_SIZE`` windows."""
     test = cfg.SNIPER.TEST
-    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=test.MAX_DETECTIONS,
+    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                                window_size_px=test.EVAL_WINDOW_SIZE, windows_min_pixels=test.EVAL_WINDOWS_MIN_PIXELS,
                                windows_min_objects=test.EVAL_WINDOWS_MIN_OBJECTS)
 
