@@ -384,6 +384,15 @@ def add_sniper_config(cfg):
     # detectron2's own keys set the rest (MOVED_KEYS): MODEL.ROI_HEADS.SCORE_THRESH_TEST drops each
     # tile's detections below it before merging; TEST.DETECTIONS_PER_IMAGE caps the detections of
     # each tile and of each full image after merging (also COCOEvaluator's max_dets_per_image).
+    # Evaluation of huge images (sniper_d2/evaluation_windows.py): an image with at least
+    # EVAL_WINDOWS_MIN_PIXELS pixels or EVAL_WINDOWS_MIN_OBJECTS annotations is evaluated by square
+    # windows of EVAL_WINDOW_SIZE px: objects and detections go to the window of their box centre and
+    # are matched within it, in the same COCO evaluation as the other images (plain COCO matching
+    # builds one IoU matrix of all the image's detections by all its objects). TEST.DETECTIONS_PER_IMAGE
+    # then caps each window. EVAL_WINDOW_SIZE 0 turns this off.
+    _C.SNIPER.TEST.EVAL_WINDOW_SIZE = 1024
+    _C.SNIPER.TEST.EVAL_WINDOWS_MIN_PIXELS = 64_000_000
+    _C.SNIPER.TEST.EVAL_WINDOWS_MIN_OBJECTS = 5000
     # "full": every scale over the whole image. "autofocus": the coarsest scale over the whole
     # image, each finer scale only inside the focus chips of the scale above (AutoFocus, Najibi et
     # al., ICCV 2019); needs a model with a focus head (SNIPER.AUTOFOCUS below).

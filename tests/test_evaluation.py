@@ -114,6 +114,33 @@ def test_the_evaluator_keeps_max_detections_per_image_not_100(tmp_path):
     assert ap(COCOEvaluator("eval_dense", tasks=("bbox",), use_fast_impl=False)) < 70.0  # stock: 100 per image
 
 
+def test_the_evaluator_scores_a_huge_image_by_windows_as_plain_coco_when_no_object_is_cut(tmp_path):
+    annotations = dense_dataset(str(tmp_path), "eval_windows")  # 12 px squares every 38 px from 8 px
+    rng = np.random.default_rng(0)
+    xy = torch.tensor([a["bbox"][:2] for a in annotations], dtype=torch.float32)
+    boxes = torch.cat([xy, xy + 12], 1) + torch.as_tensor(rng.uniform(-2, 2, (len(xy), 4)), dtype=torch.float32)
+    inst = Instances((400, 600))
+    inst.pred_boxes = Boxes(boxes[::2].clone())  # half of the objects found, plus 20 false positives
+    inst.pred_boxes.tensor = torch.cat([inst.pred_boxes.tensor, boxes[1::2][:20] + 19])
+    inst.scores = torch.as_tensor(rng.uniform(0.1, 1.0, len(inst.pred_boxes)), dtype=torch.float32)
+    inst.pred_classes = torch.zeros(len(inst.pred_boxes), dtype=torch.long)
+
+    def evaluate(**windows):
+        evaluator = SniperCOCOEvaluator("eval_windows", distributed=False, **windows)
+        evaluator.reset()
+        evaluator.process([{"image_id": 1, "height": 400, "width": 600}], [{"instances": inst}])
+        return evaluator.evaluate()["bbox"]
+
+    plain = evaluate()
+    # 190 px windows (a 3 x 4 grid): no object (every 38 px from 8 px, 12 px wide) is cut by a border
+    windowed = evaluate(window_size_px=190, windows_min_pixels=0, windows_min_objects=100)
+    assert 20 < plain["AP50"] < 80 and plain["AP"] > 5
+    assert windowed == pytest.approx(plain, abs=1e-9, nan_ok=True)  # APm, APl: nan (no such objects)
+    assert evaluate(window_size_px=190, windows_min_pixels=0, windows_min_objects=151) == pytest.approx(plain, nan_ok=True)
+    cut = evaluate(window_size_px=16, windows_min_pixels=0, windows_min_objects=100)  # borders cut most objects
+    assert cut["AP50"] < plain["AP50"] - 5
+
+
 def test_the_evaluator_refuses_detections_in_another_frame(oracle_dataset):
     evaluator = SniperCOCOEvaluator("eval_oracle")
     inst = Instances((256, 256))  # tile pixels, not the 600x900 original

@@ -8,9 +8,10 @@ Three pieces for detectron2's ``inference_on_dataset(model, loader, evaluator)``
   forward runs :class:`~sniper_d2.inference.MultiScaleTiledPredictor` on each full image and returns
   stitched ``Instances`` in original pixels, the same outputs as a stock detector's;
 - :func:`build_sniper_evaluator`: :class:`SniperCOCOEvaluator`, detectron2's ``COCOEvaluator`` with
-  ``TEST.DETECTIONS_PER_IMAGE`` per image (not 100) and the Python COCOeval when the compiled one is
-  missing. It gathers predictions from all processes to the main one, so N processes give the same
-  numbers as one.
+  ``TEST.DETECTIONS_PER_IMAGE`` per image (not 100), the Python COCOeval when the compiled one is
+  missing, and huge images (``SNIPER.TEST.EVAL_WINDOWS_MIN_PIXELS`` / ``_MIN_OBJECTS``) evaluated by
+  windows (:mod:`sniper_d2.evaluation_windows`). It gathers predictions from all processes to the
+  main one, so N processes give the same numbers as one.
 
 :func:`run_sniper_inference_on_dataset` evaluates one data set the way ``tools/infer.py`` runs
 folders: through the prefetching tile pipeline (:mod:`sniper_d2.inference.pipeline`: tiles cut in
@@ -19,10 +20,13 @@ data-loader workers, images read by windows, batches across images), straight in
 detectron2's own ``inference_on_dataset``.
 """
 
+import itertools
+import json
 import logging
+import os
 
 import torch
-from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from torch.nn.parallel import DataParallel, DistributedDataParallel
@@ -145,11 +149,24 @@ class SniperCOCOEvaluator(COCOEvaluator):
     refuses outputs whose ``Instances.image_size`` is not the input's original ``(height, width)``
     (e.g. tile-pixel outputs of an unwrapped model), which would be scored in the wrong frame.
     Predictions are gathered from all processes to the main one (``comm.gather``).
+
+    Huge images: with ``window_size_px`` > 0, the images with at least ``windows_min_pixels`` pixels
+    or ``windows_min_objects`` annotations are evaluated by evaluation windows of that size
+    (:mod:`sniper_d2.evaluation_windows`: objects and detections assigned to windows by box centre,
+    matched within a window; ``max_dets_per_image`` then caps each window), in the same COCO
+    evaluation as the other images. Plain COCO matching of such an image would build one IoU
+    matrix of all its detections by all its objects.
     """
 
-    def __init__(self, dataset_name, output_dir=None, *, max_dets_per_image=500, distributed=True):
+    def __init__(self, dataset_name, output_dir=None, *, max_dets_per_image=500, distributed=True,
+                 window_size_px=0, windows_min_pixels=0, windows_min_objects=0):
         super().__init__(dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
                          max_dets_per_image=max_dets_per_image, use_fast_impl=has_fast_coco_eval())
+        self.dataset_name = dataset_name
+        self.max_dets = (1, 10, max_dets_per_image)
+        self.window_size_px = window_size_px
+        self.windows_min_pixels, self.windows_min_objects = windows_min_pixels, windows_min_objects
+        self.output_dir = output_dir
 
     def process(self, inputs, outputs):
         for item, out in zip(inputs, outputs):
@@ -159,10 +176,49 @@ class SniperCOCOEvaluator(COCOEvaluator):
                                  f"{(item['height'], item['width'])}: wrap the model with sniper_inference_model")
         super().process(inputs, outputs)
 
+    def _eval_predictions(self, predictions, img_ids=None):
+        """COCOEvaluator's, with huge images by windows. Overriding this method is detectron2's own way
+        of changing how predictions are scored (its RotatedCOCOEvaluator does the same)."""
+        gt = self._coco_api.dataset
+        huge = []
+        if self.window_size_px > 0:
+            from ..evaluation_windows import images_to_window
+
+            huge = images_to_window(gt, min_pixels=self.windows_min_pixels, min_objects=self.windows_min_objects)
+        if not huge:
+            return super()._eval_predictions(predictions, img_ids=img_ids)
+        from ..evaluation_windows import cut_fraction, evaluate_coco
+        from ..io import atomic_open
+
+        metadata = MetadataCatalog.get(self.dataset_name)
+        to_dataset_id = {v: k for k, v in getattr(metadata, "thing_dataset_id_to_contiguous_id", {}).items()}
+        results = [dict(r, category_id=to_dataset_id.get(r["category_id"], r["category_id"]))
+                   for r in itertools.chain.from_iterable(p["instances"] for p in predictions)]
+        if self.output_dir:
+            with atomic_open(os.path.join(self.output_dir, "coco_instances_results.json"), "w") as f:
+                json.dump(results, f)
+        if img_ids is not None:
+            keep = set(img_ids)
+            gt = dict(gt, images=[im for im in gt["images"] if im["id"] in keep],
+                      annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
+            results = [r for r in results if r["image_id"] in keep]
+            huge = [i for i in huge if i in keep]
+        cut = cut_fraction([a["bbox"] for a in gt["annotations"] if a["image_id"] in set(huge)], self.window_size_px)
+        logger.info(f"{len(huge)} huge images evaluated by {self.window_size_px} px windows "
+                    f"({cut:.1%} of their objects are crossed by a window border)")
+        coco_eval = evaluate_coco(gt, results, window_size_px=self.window_size_px, windowed_image_ids=huge,
+                                  max_dets=self.max_dets) if results else None
+        self._results["bbox"] = self._derive_coco_results(coco_eval, "bbox",
+                                                          class_names=metadata.get("thing_classes"))
+
 
 def build_sniper_evaluator(cfg, dataset_name, output_dir=None):
-    """:class:`SniperCOCOEvaluator` keeping ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections per image."""
-    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+    """:class:`SniperCOCOEvaluator` keeping ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections per image,
+    huge images by ``cfg.SNIPER.TEST.EVAL_WINDOW_SIZE`` windows."""
+    test = cfg.SNIPER.TEST
+    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                               window_size_px=test.EVAL_WINDOW_SIZE, windows_min_pixels=test.EVAL_WINDOWS_MIN_PIXELS,
+                               windows_min_objects=test.EVAL_WINDOWS_MIN_OBJECTS)
 
 
 def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
