@@ -41,7 +41,7 @@ from sniper_d2.chips import boxes_inside, chip_extent, off_object_proposals, pos
 from sniper_d2.chips import _check_args as ref_check_args  # noqa: E402
 from sniper_d2.chips import _clean_boxes as ref_clean_boxes  # noqa: E402
 from sniper_d2.chips import _fallback_chips as fallback_chips  # noqa: E402
-from sniper_d2.config import FIT_SCALE  # noqa: E402
+from sniper_d2.config_types import FIT_SCALE  # noqa: E402
 from sniper_d2.plans import (ChipPlan, PlanParams, build_plan, clean_record_inputs, dataset_hash,  # noqa: E402
                              plan_config_hash, proposals_digest)
 

@@ -13,8 +13,9 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _API = {
     # numpy only
-    "add_sniper_config": "config", "ConfigError": "config", "ValidRange": "config", "is_fit": "config",
-    "parse_scales": "config", "FIT_SCALE": "config", "NO_UPPER_BOUND": "config",
+    "add_sniper_config": "config", "ConfigError": "config_types", "ValidRange": "config_types",
+    "is_fit": "config_types", "parse_scales": "config_types", "FIT_SCALE": "config_types",
+    "NO_UPPER_BOUND": "config_types",
     "load_coco_records": "coco", "non_crowd_boxes": "coco", "DatasetError": "coco",
     "atomic_open": "io", "save_json_artifact": "io", "load_json_artifact": "io", "save_npz_artifact": "io",
     "load_npz_artifact": "io", "stable_hash": "io", "ArtifactError": "io",

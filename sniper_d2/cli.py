@@ -61,7 +61,7 @@ def user_errors():
     """Exception types that describe a problem with the user's inputs (config, data, files we wrote),
     each with a message naming the file and the problem."""
     from .coco import DatasetError
-    from .config import ConfigError
+    from .config_types import ConfigError
     from .image_io import ImageReadError
     from .io import ArtifactError
 
@@ -108,7 +108,9 @@ def _merged_cfg(config_file, opts):
     """
     from detectron2.config import get_cfg
 
-    from .config import ConfigError, add_sniper_config, require_config_file
+    from .config import add_sniper_config
+    from .config_files import require_config_file
+    from .config_types import ConfigError
 
     cfg = get_cfg()
     add_sniper_config(cfg)
@@ -139,7 +141,7 @@ def _start_up_checks(cfg, purpose, config_file, opts, strict_data):
     """
     import torch
 
-    from .config import check_runtime_config, schedule_follows_max_iter
+    from .config_checks import check_runtime_config, schedule_follows_max_iter
     from .preflight import preflight
 
     check_runtime_config(cfg, torch.cuda.is_available(), training=purpose == "train")

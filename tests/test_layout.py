@@ -48,7 +48,9 @@ def test_importing_inference_loads_no_data_module():
 
 
 def test_neutral_modules_import_numpy_only():
-    code = ("import sys, sniper_d2, sniper_d2.config, sniper_d2.cli, sniper_d2.geometry, sniper_d2.image_io; "
+    code = ("import sys, sniper_d2, sniper_d2.config, sniper_d2.config_types, sniper_d2.config_files, "
+            "sniper_d2.config_checks, sniper_d2.stats, sniper_d2.chips, sniper_d2.plans, sniper_d2.cli, "
+            "sniper_d2.geometry, sniper_d2.image_io; "
             "bad = [m for m in ('torch', 'detectron2') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 

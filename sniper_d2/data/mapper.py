@@ -22,7 +22,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from ..config import ValidRange
+from ..config_types import ValidRange
 from ..geometry import chip_content_extent
 from ..image_io import ImageReadError, open_image, read_chip
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..chips import resolve_scale
-from ..config import ValidRange
+from ..config_types import ValidRange
 from ..geometry import tile_windows
 
 __all__ = ["focus_components", "grow_boxes", "merge_overlapping", "focus_chips", "stitch_focus_map",

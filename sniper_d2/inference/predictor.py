@@ -19,7 +19,7 @@ import torch
 from detectron2.structures import Boxes
 
 from ..chips import resolve_scale
-from ..config import ConfigError, parse_scales
+from ..config_types import ConfigError, parse_scales
 from ..geometry import crop_and_scale, tile_windows, touches_inner_border
 from ..image_io import read_chip
 from .merge import METHODS, merge_detections
