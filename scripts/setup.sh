@@ -2,8 +2,8 @@
 # One-shot, idempotent set-up of sniper_d2 on a fresh machine.
 #
 # Creates .venv/ at the repository root and installs torch, torchvision, detectron2, fvcore,
-# pycocotools, opencv, tifffile (tiled TIFFs read by windows), tqdm, matplotlib, the test tools and
-# sniper_d2 itself (editable).
+# pycocotools, opencv, rasterio/pyogrio/shapely/pyproj (rasters by windows, GIS vectors), tqdm,
+# matplotlib, the test tools and sniper_d2 itself (editable).
 # Re-running it when everything is present takes a few seconds.
 #
 # detectron2 is not published on the package registry under its own name. When a real build is
@@ -64,6 +64,13 @@ if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml tensorbo
   pip_install "setuptools<81" wheel "Pillow<10" fvcore iopath pycocotools \
     opencv-python-headless tifffile tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
     cloudpickle tabulate termcolor yacs omegaconf hydra-core tensorboard
+fi
+
+# Geospatial stack for orthomosaics: rasterio (ships GDAL) reads every raster by windows, pyogrio +
+# shapely read and write vector labels and detections, pyproj reprojects.
+if ! have rasterio pyogrio shapely pyproj; then
+  log "installing the raster and vector readers (rasterio, pyogrio, shapely, pyproj)"
+  pip_install rasterio pyogrio shapely pyproj
 fi
 
 # A usable detectron2: importable, and its _C answers collect_env's questions (a real build, or
