@@ -98,3 +98,29 @@ def test_import_sniper_d2_is_numpy_only_and_so_are_the_names_documented_as_such(
             "bad = [m for m in ('torch', 'detectron2') if m in sys.modules]; "
             "assert not bad, f'a name documented as numpy-only imported {bad}'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# Tests that still load a benchmark as their oracle, and who removes that (the assertion below fails
+# once a file no longer needs its entry, so that the entry goes too).
+_PENDING_BENCHMARK_IMPORTS = {"test_chips.py": "the planner helper replaces its bench_planner oracle"}
+
+
+def _loads_a_benchmark(line):
+    """A line that puts benchmarks/ on sys.path or names a benchmark file other than to run it."""
+    if "benchmarks" not in line or "sys.executable" in line:
+        return False
+    return "sys.path" in line or re.search(r"[\"']\w+\.py[\"']", line) is not None
+
+
+def test_tests_do_not_import_benchmarks():
+    benchmark_modules = {n[:-3] for n in os.listdir(os.path.join(REPO, "benchmarks")) if n.endswith(".py")}
+    offenders = set()
+    for name in sorted(os.listdir(os.path.join(REPO, "tests"))):
+        if not name.endswith(".py") or name == os.path.basename(__file__):
+            continue
+        path = os.path.join(REPO, "tests", name)
+        imported = {m.split(".")[0] for m in _imported_modules(path)}
+        if imported & benchmark_modules or any(_loads_a_benchmark(line) for line in open(path)):
+            offenders.add(name)
+    assert offenders <= set(_PENDING_BENCHMARK_IMPORTS), f"tests importing benchmarks: {sorted(offenders)}"
+    assert set(_PENDING_BENCHMARK_IMPORTS) <= offenders, "remove the entries that no longer import a benchmark"

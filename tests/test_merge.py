@@ -1,18 +1,23 @@
 """merge_detections: per-class NMS and nested-box NMS equal brute-force references; soft-NMS decays as specified."""
 
 import math
-import sys
-import os
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
-from bench_merge import python_nms, random_detections  # noqa: E402
+from sniper_d2.inference import merge_detections, soft_nms
 
-from sniper_d2.inference import merge_detections, soft_nms  # noqa: E402
+
+def random_detections(n, seed, image_side, classes):
+    """(boxes (n, 4) float32 XYXY, scores (n,) float32, classes (n,) int64): boxes in clusters of about
+    eight near-duplicates, as overlapping tiles and scales produce them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, image_side, (n // 8 + 1, 2))[rng.integers(0, n // 8 + 1, n)]
+    half = rng.uniform(4, 60, (n, 2))
+    boxes = np.hstack([centres - half, centres + half]) + rng.normal(0, 3, (n, 1))
+    return boxes.astype(np.float32), rng.random(n).astype(np.float32), rng.integers(0, classes, n)
 
 
 def _iou(a, b):
@@ -26,7 +31,8 @@ def _iou(a, b):
 @given(n=st.integers(0, 120), seed=st.integers(0, 10_000), thr=st.sampled_from([0.3, 0.5, 0.7]))
 def test_nms_keeps_exactly_what_brute_force_keeps(n, seed, thr):
     boxes, scores, classes = random_detections(n, seed=seed, image_side=300, classes=3)
-    keep_ref = python_nms(boxes.tolist(), scores.tolist(), classes.tolist(), thr)
+    # plain NMS is nested NMS without the intersection-over-smaller rule and without a cap
+    keep_ref = brute_force_nested_nms(boxes.tolist(), scores.tolist(), classes.tolist(), thr, math.inf, n + 1)
     b, s, c = merge_detections(torch.as_tensor(boxes), torch.as_tensor(scores), torch.as_tensor(classes),
                                "nms", thr, top_k=10_000)
     assert sorted(map(tuple, b.tolist())) == sorted(map(tuple, boxes[keep_ref].tolist()))
