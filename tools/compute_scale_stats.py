@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Object size statistics of a COCO json, the SNIPER settings they call for, and the configs to train.
 
-Prints the size distribution, why these scales (sniper_d2/stats.py has the rule), the ``SNIPER:``
+Prints the size distribution, why these scales (sniper_d2/stats/derivation.py has the rule), the ``SNIPER:``
 fragment, and training pixels per image measured by planning a sample of images with the real
 planner: SNIPER's chips against the full pyramid at the same scales and the single scale that puts
 the median object in the band (one line says so when SNIPER saves little). Writes, under

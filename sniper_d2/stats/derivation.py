@@ -90,7 +90,7 @@ def _flatten(x):
 
 @dataclass
 class ScaleSuggestion:
-    """Derived SNIPER settings (config units: see :mod:`sniper_d2.config`).
+    """Derived SNIPER settings (config units: see :mod:`sniper_d2.config` and :mod:`sniper_d2.config_types`).
 
     Attributes:
         scales (tuple[float]): resize factors, finest first; FIT_SCALE (-1) last when present.
