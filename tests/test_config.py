@@ -85,3 +85,30 @@ def test_read_config_yaml_follows_base_chain():
     assert config_value(cfg, "SNIPER.ENABLED") is False  # the child wins
     assert config_value(cfg, "SNIPER.SCALES") == (2.0, 1.0, -1.0)  # "(...)" strings evaluated
     assert config_value(cfg, "SNIPER.MISSING", 7) == 7
+
+
+def test_config_chain_lists_the_bases_first_and_an_empty_file_is_one_line_error(tmp_path):
+    from sniper_d2.config_files import config_chain
+
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  MAX_ITER: 10\n")
+    (tmp_path / "mid.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.1\n")
+    (tmp_path / "top.yaml").write_text("_BASE_: mid.yaml\nSOLVER:\n  MAX_ITER: 20\n")
+    assert [os.path.basename(p) for p in config_chain(str(tmp_path / "top.yaml"))] == ["base.yaml", "mid.yaml",
+                                                                                         "top.yaml"]
+    assert read_config_yaml(str(tmp_path / "top.yaml"))["SOLVER"] == {"MAX_ITER": 20, "BASE_LR": 0.1}
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="empty.yaml: not a mapping"):
+        read_config_yaml(str(tmp_path / "empty.yaml"))
+    (tmp_path / "bad.yaml").write_text("SOLVER: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        read_config_yaml(str(tmp_path / "bad.yaml"))
+
+
+def test_reading_a_config_file_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from sniper_d2.config_files import read_config_yaml; "
+            f"read_config_yaml({os.path.join(REPO, 'configs', 'sniper_tiny_cpu.yaml')!r}); "
+            "assert 'torch' not in sys.modules and 'detectron2' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
