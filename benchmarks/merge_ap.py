@@ -49,18 +49,16 @@ def main():
     args = parse_with_overrides(p)
 
     import torch
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
-    from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
 
-    import sniper_d2.modeling  # noqa: F401
     from sniper_d2.config import add_sniper_config
     from sniper_d2.data.datasets import register_coco_json
     from sniper_d2.image_io import read_image
     from sniper_d2.inference.evaluation import SniperCOCOEvaluator
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+    from sniper_d2.inference.fast_model import build_inference_model
 
     cfg = get_cfg()
     add_sniper_config(cfg)
@@ -72,9 +70,7 @@ def main():
     params = TiledInferenceParams.from_cfg(cfg)
     table = defaultdict(list)  # (dataset, method) -> [(AP, AP50, APs, nested per image)] over models
     for weights in args.weights:
-        model = build_model(cfg)
-        DetectionCheckpointer(model).load(weights)
-        model.eval()
+        model = build_inference_model(cfg, weights)  # as tools/infer.py runs it
         predictors = {m: MultiScaleTiledPredictor(model, replace(params, merge_method=m)) for m in METHODS}
         for name, _ in args.dataset:
             evaluators = {m: SniperCOCOEvaluator(name, max_dets_per_image=params.max_detections, distributed=False)

@@ -18,7 +18,14 @@ from .config_types import FIT_SCALE, NO_UPPER_BOUND
 # branches in flight); new code imports them from sniper_d2.config_types.
 from .config_types import ConfigError, ValidRange, is_fit, parse_scales  # noqa: F401
 
-__all__ = ["add_sniper_config"]
+__all__ = ["MOVED_KEYS", "add_sniper_config"]
+
+# Keys that sniper_d2 had and that duplicated one of detectron2's: old name -> the key to set instead.
+# A config file or command line that still sets an old one is refused naming the new one.
+MOVED_KEYS = {
+    "SNIPER.TEST.MAX_DETECTIONS": "TEST.DETECTIONS_PER_IMAGE",  # per full image after merging, too
+    "SNIPER.TEST.SCORE_THRESH": "MODEL.ROI_HEADS.SCORE_THRESH_TEST",  # per tile, before merging
+}
 
 
 def add_sniper_config(cfg):
@@ -137,10 +144,9 @@ def add_sniper_config(cfg):
     # smaller box's area goes too (SAHI's "IOS").
     _C.SNIPER.TEST.MERGE_IOS = 0.8
     _C.SNIPER.TEST.SOFT_NMS_SIGMA = 0.55
-    # Detections with a score below this are dropped before merging.
-    _C.SNIPER.TEST.SCORE_THRESH = 0.05
-    # Detections kept per full image after merging (also COCOEvaluator's max_dets_per_image).
-    _C.SNIPER.TEST.MAX_DETECTIONS = 500
+    # detectron2's own keys set the rest (MOVED_KEYS): MODEL.ROI_HEADS.SCORE_THRESH_TEST drops each
+    # tile's detections below it before merging; TEST.DETECTIONS_PER_IMAGE caps the detections of
+    # each tile and of each full image after merging (also COCOEvaluator's max_dets_per_image).
     # "full": every scale over the whole image. "autofocus": the coarsest scale over the whole
     # image, each finer scale only inside the focus chips of the scale above (AutoFocus, Najibi et
     # al., ICCV 2019); needs a model with a focus head (SNIPER.AUTOFOCUS below).

@@ -33,7 +33,7 @@ def sniper_cfg(**test_keys):
     cfg.SNIPER.TEST.VALID_RANGES = ((0.0, 40.0), (30.0, 120.0), (100.0, -1.0))
     cfg.SNIPER.TEST.TILE_SIZE = 256
     cfg.SNIPER.TEST.TILE_OVERLAP = 128
-    cfg.SNIPER.TEST.SCORE_THRESH = 0.0
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     for key, value in test_keys.items():
         setattr(cfg.SNIPER.TEST, key, value)
     return cfg
@@ -103,7 +103,9 @@ def test_the_evaluator_keeps_max_detections_per_image_not_100(tmp_path):
         evaluator.process(inputs, outputs)
         return evaluator.evaluate()["bbox"]["AP"]
 
-    assert ap(build_sniper_evaluator(sniper_cfg(MAX_DETECTIONS=500), "eval_dense")) == pytest.approx(100.0)
+    cfg = sniper_cfg()
+    cfg.TEST.DETECTIONS_PER_IMAGE = 500
+    assert ap(build_sniper_evaluator(cfg, "eval_dense")) == pytest.approx(100.0)
     assert ap(COCOEvaluator("eval_dense", tasks=("bbox",), use_fast_impl=False)) < 70.0  # stock: 100 per image
 
 

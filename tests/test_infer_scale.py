@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     opts = ["MODEL.META_ARCHITECTURE", "FolderOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
             "SNIPER.REGISTER_COCO", f'(("infer_scale_gt", "{gt_path}", ""),)', "DATASETS.TEST", '("infer_scale_gt",)',
             "SNIPER.TEST.SCALES", "(1.0, 0.5)", "SNIPER.TEST.VALID_RANGES", "((0, 120), (100, -1))",
-            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0",
+            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
             "SNIPER.TEST.TILE_BATCH_SIZE", "4", "DATALOADER.NUM_WORKERS", "0"]
     return str(root / "data"), opts
 

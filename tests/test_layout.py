@@ -100,11 +100,6 @@ def test_import_sniper_d2_is_numpy_only_and_so_are_the_names_documented_as_such(
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-# Tests that still load a benchmark as their oracle, and who removes that (the assertion below fails
-# once a file no longer needs its entry, so that the entry goes too).
-_PENDING_BENCHMARK_IMPORTS = {"test_chips.py": "the planner helper replaces its bench_planner oracle"}
-
-
 def _loads_a_benchmark(line):
     """A line that puts benchmarks/ on sys.path or names a benchmark file other than to run it."""
     if "benchmarks" not in line or "sys.executable" in line:
@@ -122,5 +117,4 @@ def test_tests_do_not_import_benchmarks():
         imported = {m.split(".")[0] for m in _imported_modules(path)}
         if imported & benchmark_modules or any(_loads_a_benchmark(line) for line in open(path)):
             offenders.add(name)
-    assert offenders <= set(_PENDING_BENCHMARK_IMPORTS), f"tests importing benchmarks: {sorted(offenders)}"
-    assert set(_PENDING_BENCHMARK_IMPORTS) <= offenders, "remove the entries that no longer import a benchmark"
+    assert not offenders, f"tests importing benchmarks (oracles belong in tests/): {sorted(offenders)}"

@@ -8,7 +8,7 @@ Three pieces for detectron2's ``inference_on_dataset(model, loader, evaluator)``
   forward runs :class:`~sniper_d2.inference.MultiScaleTiledPredictor` on each full image and returns
   stitched ``Instances`` in original pixels, the same outputs as a stock detector's;
 - :func:`build_sniper_evaluator`: :class:`SniperCOCOEvaluator`, detectron2's ``COCOEvaluator`` with
-  ``SNIPER.TEST.MAX_DETECTIONS`` per image (not 100) and the Python COCOeval when the compiled one is
+  ``TEST.DETECTIONS_PER_IMAGE`` per image (not 100) and the Python COCOeval when the compiled one is
   missing. It gathers predictions from all processes to the main one, so N processes give the same
   numbers as one.
 
@@ -147,8 +147,8 @@ class SniperCOCOEvaluator(COCOEvaluator):
 
 
 def build_sniper_evaluator(cfg, dataset_name, output_dir=None):
-    """:class:`SniperCOCOEvaluator` keeping ``cfg.SNIPER.TEST.MAX_DETECTIONS`` detections per image."""
-    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.SNIPER.TEST.MAX_DETECTIONS)
+    """:class:`SniperCOCOEvaluator` keeping ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections per image."""
+    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
 
 
 def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):

@@ -81,8 +81,8 @@ class TiledInferenceParams:
                    tile_size=int(t.TILE_SIZE), fit_size=int(cfg.SNIPER.CHIP_SIZE), tile_overlap=int(t.TILE_OVERLAP),
                    tile_batch_size=int(t.TILE_BATCH_SIZE), merge_method=t.MERGE_METHOD, merge_iou=float(t.MERGE_IOU),
                    merge_ios=float(t.MERGE_IOS),
-                   soft_nms_sigma=float(t.SOFT_NMS_SIGMA), score_thresh=float(t.SCORE_THRESH),
-                   max_detections=int(t.MAX_DETECTIONS), mode=str(t.MODE),
+                   soft_nms_sigma=float(t.SOFT_NMS_SIGMA), score_thresh=float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+                   max_detections=int(cfg.TEST.DETECTIONS_PER_IMAGE), mode=str(t.MODE),
                    focus_thresholds=tuple(float(v) for v in cfg.SNIPER.AUTOFOCUS.THRESHOLDS),
                    focus_dilations=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.DILATIONS),
                    focus_min_chip_sizes=tuple(int(v) for v in cfg.SNIPER.AUTOFOCUS.MIN_CHIP_SIZES),
@@ -191,7 +191,7 @@ class MultiScaleTiledPredictor:
     def detect_tiles(self, tiles, raw_outputs=None, valid_range=None):
         """Run the model on tiles (one forward pass); per tile, its detections in original pixels.
 
-        Each tile's boxes: score >= SCORE_THRESH, not touching an inner tile side (border rule),
+        Each tile's boxes: score >= ``score_thresh``, not touching an inner tile side (border rule),
         mapped ``x = u / scale + x0``, clipped to the image, kept when ``lo < sqrt(w*h) <= hi`` of the
         tile's scale (original px), or of ``valid_range`` (a ValidRange) when given. Tiles may come
         from different images.
