@@ -65,6 +65,22 @@ def test_every_third_party_import_is_a_declared_dependency():
         assert DISTRIBUTION[module].lower() in declared, f"{where} imports {module}, not declared in pyproject.toml"
 
 
+def test_the_package_needs_nothing_from_the_checkout():
+    # The lab (lab/), tools and benchmarks run from a checkout; an installed sniper_d2 has none of them,
+    # so it neither imports them nor finds files relative to its own location.
+    for root, _, files in os.walk(PACKAGE):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(root, name)
+            tree = ast.parse(open(path).read(), path)
+            imports = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            imports |= {n.module.split(".")[0] for n in ast.walk(tree)
+                        if isinstance(n, ast.ImportFrom) and not n.level and n.module}
+            rel = os.path.relpath(path, REPO)
+            assert not imports & {"lab", "tools", "benchmarks", "train_net"}, f"{rel} imports the checkout"
+            assert not any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(tree)), \
+                f"{rel} finds files relative to itself (they are not installed)"
+
+
 def test_the_core_dependencies_do_not_pull_in_torch():
     core = {d.split("[")[0].strip().lower() for d in _pyproject()["dependencies"]}
     assert not core & {"torch", "torchvision", "detectron2"}
@@ -113,9 +129,10 @@ def test_pip_install_non_editable_gives_a_working_package_and_tools(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "planned" in out.stdout
 
-    # The tools, away from the checkout: they import the installed package.
+    # The tools (and the lab the demo imports), away from the checkout: they import the installed package.
     tools = tmp_path / "app" / "tools"
     shutil.copytree(os.path.join(REPO, "tools"), tools, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(os.path.join(REPO, "lab"), tmp_path / "app" / "lab", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(REPO, "train_net.py"), tmp_path / "app" / "train_net.py")
     scripts = sorted(str(tools / n) for n in os.listdir(tools) if n.endswith(".py")) + [str(tmp_path / "app" / "train_net.py")]
     for script in scripts:
