@@ -21,7 +21,7 @@ _API = {
     "read_config_yaml": "config_files", "config_value": "config_files",
     "check_runtime_config": "config_checks",
     "setup_cfg": "cli", "run_cli": "cli", "run_main": "cli",
-    "preflight": "preflight", "default_setup": "preflight",
+    "default_setup": "preflight",  # (preflight() itself: sniper_d2.preflight.preflight, the module's name)
     # numpy only: data, artifacts, planning, statistics
     "load_coco_records": "coco", "non_crowd_boxes": "coco", "crowd_flags": "coco", "DatasetError": "coco",
     "atomic_open": "io", "save_json_artifact": "io", "load_json_artifact": "io", "save_npz_artifact": "io",

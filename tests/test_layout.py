@@ -86,6 +86,8 @@ def test_every_exported_name_is_documented_once():
 
     names = [name for _, name, _ in _documented_api()]
     assert sorted(set(names)) == sorted(names), "docs/api.md documents a name twice"
+    submodules = {n[:-3] if n.endswith(".py") else n for n in os.listdir(PACKAGE)}
+    assert not set(sniper_d2.__all__) & submodules, "an exported name is also a submodule's (importing it shadows)"
     missing = sorted(set(sniper_d2.__all__) - set(names))
     assert not missing, f"sniper_d2 exports names docs/api.md does not describe: {missing}"
 

@@ -14,7 +14,7 @@ import re
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBRARIES = ("detectron2", "torch", "tifffile")
+LIBRARIES = ("detectron2", "torch", "tifffile", "rasterio")
 PRIVATE = re.compile(r"^_[A-Za-z0-9]")  # _name, _NAME; not __dunder__
 
 # Private uses that another change of issue 23 removes (the folder work rewrites tools/infer.py's
