@@ -43,7 +43,7 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sniper_d2 import experiment as ex  # noqa: E402
+from lab import experiment as ex  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
 from sniper_d2.io import save_json_artifact  # noqa: E402
 

@@ -89,7 +89,7 @@ def user_errors():
     planning tool works without Pillow.
     """
     from .coco import DatasetError
-    from .config import ConfigError
+    from .config_types import ConfigError
     from .io import ArtifactError
 
     # a path that is a file where a folder is needed, or the other way round, or not ours to write
@@ -160,7 +160,9 @@ def _merged_cfg(config_file, opts):
     """
     from detectron2.config import get_cfg
 
-    from .config import ConfigError, add_sniper_config, require_config_file
+    from .config import add_sniper_config
+    from .config_files import require_config_file
+    from .config_types import ConfigError
 
     cfg = get_cfg()
     add_sniper_config(cfg)
@@ -192,7 +194,7 @@ def _start_up_checks(cfg, purpose, config_file, opts, strict_data):
     """
     import torch
 
-    from .config import check_runtime_config, schedule_follows_max_iter
+    from .config_checks import check_runtime_config, schedule_follows_max_iter
     from .preflight import preflight
 
     check_runtime_config(cfg, torch.cuda.is_available(), training=purpose == "train")

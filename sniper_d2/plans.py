@@ -28,7 +28,7 @@ import numpy as np
 from .chips import (batch_negative_chips, batch_positive_chips, in_valid_range, off_object_proposals,
                     resolve_scale)
 from .coco import crowd_flags, non_crowd_boxes, sanitize_boxes
-from .config import ConfigError, is_fit, parse_scales
+from .config_types import ConfigError, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
 __all__ = ["PlanParams", "ChipPlan", "plan_images", "build_plan", "merge_plans", "save_plan", "load_plan",

@@ -161,7 +161,7 @@ def test_a_vector_crs_that_is_not_a_crs_is_an_error_naming_it(setup, tmp_path):
 
 
 def test_draw_focus_without_autofocus_is_refused_before_the_model_loads(setup, tmp_path, monkeypatch):
-    from sniper_d2.config import ConfigError
+    from sniper_d2.config_types import ConfigError
     from sniper_d2.inference import fast_model
 
     _, images, opts = setup

@@ -121,7 +121,7 @@ def infer(args):
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
-    from sniper_d2.config import ConfigError
+    from sniper_d2.config_types import ConfigError
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
     from sniper_d2.inference.fast_model import build_inference_model
     from sniper_d2.inference.folder import VectorOutput, infer_files
