@@ -57,8 +57,7 @@ _API = {
     "image_proposals": "inference.proposal_dump", "dump_proposals": "inference.proposal_dump",
     # torch / detectron2: evaluation
     "SniperCOCOEvaluator": "inference.evaluation", "build_sniper_evaluator": "inference.evaluation",
-    "sniper_inference_model": "inference.evaluation", "FullImageMapper": "inference.evaluation",
-    "SniperTiledInference": "inference.evaluation", "build_sniper_test_loader": "inference.evaluation",
+    "tiled_inference_on_dataset": "inference.evaluation",
     "run_sniper_inference_on_dataset": "inference.evaluation",
 }
 
