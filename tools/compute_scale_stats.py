@@ -9,6 +9,7 @@ the median object in the band (one line says so when SNIPER saves little). Write
 
 - ``size_histogram.png``: sizes with every valid range, each object's scaled size against the band;
 - ``sniper_scales.yaml``: the ``SNIPER:`` fragment (``_BASE_`` = ``--config`` when given);
+- ``recommendation.json``: the data traits, their case and the method recommended (see below);
 - with ``--config``: ``sniper.yaml`` (``_BASE_`` = ``--config``, plus NUM_CLASSES, the data sets,
   a detection cap above the most crowded image and the derived SNIPER section), ``baseline.yaml``
   (the single-scale baseline at equal training pixels per iteration, same caps) and ``sliced.yaml``
@@ -37,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sniper_d2 import config_writer, recommend, stats  # noqa: E402
 from sniper_d2.cli import run_main  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.io import ArtifactError, atomic_open, load_json_artifact  # noqa: E402
+from sniper_d2.io import ArtifactError, atomic_open, load_json_artifact, save_json_artifact  # noqa: E402
 
 EVIDENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "results",
                         "bench_accuracy.json")
@@ -114,7 +115,7 @@ def main(argv=None):
     slicing = config_writer.slice_settings(absolute, suggestion, args.slice_overlap)
     traits = recommend.data_traits(records, suggestion.band, slicing.scale, suggestion.chip_size, slicing.overlap,
                                    sample_images=args.sample_images)
-    _, advice = recommend.recommend(traits, _measured(args.evidence))
+    method, advice = recommend.recommend(traits, _measured(args.evidence))
 
     os.makedirs(args.output_dir, exist_ok=True)
     png = os.path.join(args.output_dir, "size_histogram.png")
@@ -123,7 +124,11 @@ def main(argv=None):
     base = f"_BASE_: \"{os.path.abspath(args.config)}\"\n" if args.config else ""
     with atomic_open(frag_path) as f:
         f.write(f"# derived by tools/compute_scale_stats.py from {args.dataset_json}\n" + base + fragment)
-    print(f"\nwrote {png} and {frag_path}")
+    advice_path = os.path.join(args.output_dir, "recommendation.json")
+    save_json_artifact(advice_path, "sniper_d2.recommendation", 1,
+                       {"traits": traits, "case": recommend.data_case(traits), "method": method, "lines": advice,
+                        "slice_scale": slicing.scale, "band": list(suggestion.band)})
+    print(f"\nwrote {png}, {frag_path} and {advice_path}")
     if not args.config:
         print("give --config to also write sniper.yaml, baseline.yaml and sliced.yaml, ready to train")
         _print_advice(advice)
