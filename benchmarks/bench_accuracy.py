@@ -48,7 +48,7 @@ from results_store import add_results_argument, load_benchmark_results, save_ben
 
 from sniper_d2 import experiment as ex  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.io import load_json_artifact, save_json_artifact  # noqa: E402
+from sniper_d2.io import ArtifactError, load_json_artifact, save_json_artifact  # noqa: E402
 
 BASE_CONFIG = "configs/sniper_tiny_cpu.yaml"
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
@@ -252,5 +252,5 @@ def markdown_tables(figures):
 if __name__ == "__main__":
     try:
         main()
-    except ex.StepFailed as e:
+    except (ex.StepFailed, ArtifactError) as e:
         sys.exit(f"bench_accuracy.py: {e}")
