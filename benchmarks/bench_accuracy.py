@@ -28,9 +28,9 @@ run, mean/std/min/max), from which ``--table`` prints the README's markdown tabl
 
 Each step takes the lock file named by ``--lock`` while it runs (one torch job at a time on a shared
 machine; other jobs interleave between steps). CPU budget of the defaults (3 seeds; 10 + 3 + 3 synthetic
-images of 500-700 px, 6 + 2 dense images of 700-800 px; 150 iterations per model, 60 per continuation:
-18 trainings + 18 half-way evaluations, 3 proposal dumps, 6 continuations): about an hour on 2 idle CPU
-cores. Such short runs from scratch rank the methods, they do not reach the accuracy of long training;
+images of 500-700 px, 6 + 2 dense images of 700-800 px; 120 iterations per model, 50 per continuation:
+18 trainings + 18 half-way evaluations, 3 proposal dumps, 6 continuations + 6 half-way evaluations):
+about 45 minutes of exclusive use of 2 CPU cores. Such short runs from scratch rank the methods, they do not reach the accuracy of long training;
 figures differ across machines and library builds, so compare the spreads, not single digits.
 
 Examples:
@@ -61,8 +61,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/bench_accuracy", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=150, help="iterations per model from scratch (default: %(default)s)")
-    p.add_argument("--neg-iters", type=int, default=60,
+    p.add_argument("--iters", type=int, default=120, help="iterations per model from scratch (default: %(default)s)")
+    p.add_argument("--neg-iters", type=int, default=50,
                    help="iterations continuing SNIPER with / without negative chips (default: %(default)s)")
     p.add_argument("--train-images", type=int, default=10, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=3, help="synthetic validation images (default: %(default)s)")
