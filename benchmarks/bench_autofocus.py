@@ -38,6 +38,7 @@ CONFIG = "configs/sniper_tiny_cpu_autofocus.yaml"
 
 from sniper_d2 import experiment  # noqa: E402
 from sniper_d2.cli import parse_with_overrides  # noqa: E402
+from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,6 +59,7 @@ def parse_args(argv=None):
                         "(one per test scale); the last line stays the config's setting")
     p.add_argument("--also-min-chip-sizes", type=int, nargs="*", default=[], metavar="PX",
                    help="the second setting's SNIPER.AUTOFOCUS.MIN_CHIP_SIZES (default: the config's)")
+    add_results_argument(p, "bench_autofocus")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides, for training (when it trains) and inference, e.g. "
                         "SNIPER.AUTOFOCUS.THRESHOLDS '(0.5, 0.2, 0.1)' or SNIPER.AUTOFOCUS.POSITIVE_MIN_SIDE 24")
@@ -225,6 +227,7 @@ def main(argv=None):
         sec = {m: sum(r[m]["seconds"] for r in runs) for m in ("full", variant)}
         return ap, diff, px["full"] / px[variant], sec["full"] / sec[variant]
 
+    figures = {"seeds": args.seeds, "thresholds": list(params.focus_thresholds), "per_split": {}}
     seeds = ", ".join(map(str, args.seeds))
     for split, name in [(sp, f"{sp_name}, {v}") for v in variants[::-1]
                         for sp, sp_name in (("sparse", "sparse small objects"), ("val", "default data"))
@@ -233,6 +236,9 @@ def main(argv=None):
         print(f"{name} (seeds {seeds}): AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full (AutoFocus - full per "
               f"seed: {' '.join(f'{d:+.2f}' for d in diff)}; mean {diff.mean():+.2f}, std {diff.std():.2f}); "
               f"{px:.2f}x fewer pixels; {speed:.2f}x faster")
+        figures["per_split"][name] = {"ap_full": ap["full"], "ap_autofocus": ap["autofocus"],
+                                      "ap_diff_per_seed": diff.tolist(), "fewer_pixels": px, "speedup": speed}
+    save_benchmark_results("bench_autofocus", figures, args.results)
     print(f"autofocus: AP {ap['autofocus']:.2f} vs {ap['full']:.2f} full; {px:.2f}x fewer pixels; {speed:.2f}x faster")
 
 

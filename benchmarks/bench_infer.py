@@ -56,6 +56,7 @@ from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams  
 from sniper_d2.inference.fast_model import prepare_for_inference  # noqa: E402
 from sniper_d2.inference.pipeline import ImageTask, build_tile_loader, run_tiled_inference, tile_loader_workers  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, render_image  # noqa: E402
+from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -74,6 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (default: %(default)s)")
     p.add_argument("--no-sahi", action="store_true", help="only ours, batched vs one tile at a time")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_results_argument(p, "bench_infer")
     return p.parse_args(argv)
 
 
@@ -189,6 +191,12 @@ def main(argv=None):
           f"{best['ours, tiles only, model as loaded (no folding, NCHW)'] / best[ours['tiles']]:.2f}x"
           + (f"; {predictors['tiles'].precision} vs fp32: {best[fp32_name] / best[ours['tiles']]:.2f}x"
              if fp32_name in best else ""))
+    figures = {"side_px": args.side, "tile_px": args.tile, "overlap": args.overlap, "weights": args.weights or "random",
+               "precision": predictors["tiles"].precision, "rounds": args.rounds,
+               "seconds_per_image": best, "detections": found}
+    if not args.no_sahi:
+        figures["speed_vs_sahi"] = {k: best[sahi_names[k]] / best[ours[k]] for k in ("whole", "tiles")}
+    save_benchmark_results("bench_infer", figures, args.results)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
 from sniper_d2.synthetic import SyntheticSpec, render_image  # noqa: E402
+from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 
 IMAGE_W, IMAGE_H, CHIP = 2000, 1500, 512
 SCALES = {"1.0": 1.0, "0.5": 0.5, "fit (0.256)": CHIP / IMAGE_W}
@@ -73,6 +74,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=60, help="samples timed per loader (default: %(default)s)")
     p.add_argument("--images", type=int, default=4, help="distinct JPEGs (default: %(default)s)")
+    add_results_argument(p, "bench_loader")
     args = p.parse_args()
 
     from detectron2.data import DatasetMapper
@@ -99,6 +101,10 @@ def main():
     for label, r, unit in rows:
         print(f"  {label:<55s} {r:6.1f} {unit}")
     print(f"  ratio ours (mixed) / stock: {mix_rate / stock_rate:.2f}x  (target: >= {1 / 1.3:.2f}x)")
+    save_benchmark_results("bench_loader", {
+        "samples": args.samples, "stock_images_per_s": stock_rate,
+        "chips_per_s": {name: r for name, r in scale_rates.items()}, "mixed_chips_per_s": mix_rate,
+        "ratio_mixed_vs_stock": mix_rate / stock_rate}, args.results)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.inference import merge_detections  # noqa: E402
+from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 
 
 def python_nms(boxes, scores, classes, iou_threshold):
@@ -71,6 +72,7 @@ def main():
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: %(default)s; on a busy machine more threads mostly add "
                         "contention for these small tensors)")
+    add_results_argument(p, "bench_merge")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -90,6 +92,10 @@ def main():
                           args.repeat)
     print(f"  merge_detections('nested_nms', top 500, CPU): {t_nested * 1000:.1f} ms -> "
           f"{t_ref / t_nested:,.0f}x faster (does more: also IOS > 0.8)")
+    figures = {"boxes": args.boxes, "threads": torch.get_num_threads(), "identical_results": same,
+               "python_nms_ms": t_ref * 1000, "nms_ms": t_ours * 1000, "nms_speedup": t_ref / t_ours,
+               "soft_nms_top500_ms": t_soft * 1000, "soft_nms_speedup": t_ref / t_soft,
+               "nested_nms_top500_ms": t_nested * 1000, "nested_nms_speedup": t_ref / t_nested}
     if torch.cuda.is_available():
         g = [x.cuda() for x in (tb, ts, tc)]
         merge_detections(*g, "nms", 0.5, top_k=big_k)
@@ -102,6 +108,8 @@ def main():
 
         t_gpu, _ = best_of(on_gpu, args.repeat)
         print(f"  merge_detections('nms', CUDA): {t_gpu * 1000:8.2f} ms   -> {t_ref / t_gpu:,.0f}x faster")
+        figures.update(nms_cuda_ms=t_gpu * 1000, nms_cuda_speedup=t_ref / t_gpu)
+    save_benchmark_results("bench_merge", figures, args.results)
     if not same:
         sys.exit("the two NMS implementations disagree")
 

@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.cli import parse_with_overrides  # noqa: E402
+from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", nargs=2, action="append", metavar=("NAME", "JSON"), required=True)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
                    help="SNIPER.TEST.PRECISION values; differences are from the first (default: %(default)s)")
+    add_results_argument(p, "precision_ap")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs")
     return parse_with_overrides(p, argv)
 
@@ -91,6 +93,9 @@ def main(argv=None):
             diffs = ", ".join(f"{d:+.2f}" for d in v[:, 0] - base[:, 0])
             print(f"  {name:<20s} {precision:<9s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>13s} {cells[3]:>13s}"
                   f"  {diffs}")
+    figures = {"weights": args.weights, "resolved": resolved, "runs": {
+        f"{name}/{precision}": [dict(zip(("AP", "AP50", "APs", "seconds_per_image"), row)) for row in rows]
+        for (name, precision), rows in table.items()}}
     for precision in args.precisions[1:]:
         d = np.concatenate([np.array(table[(n, precision)])[:, 0] - np.array(table[(n, first)])[:, 0]
                             for n, _ in args.dataset])
@@ -98,6 +103,9 @@ def main(argv=None):
             sum(np.array(table[(n, precision)])[:, 3].sum() for n, _ in args.dataset)
         print(f"precision: {precision} vs {first}: AP {d.mean():+.2f} ± {d.std():.2f} over {len(d)} model x data set "
               f"pairs; {t:.2f}x faster")
+        figures[f"{precision}_vs_{first}"] = {"ap_diff_mean": float(d.mean()), "ap_diff_std": float(d.std()),
+                                              "pairs": len(d), "speedup": float(t)}
+    save_benchmark_results("precision_ap", figures, args.results)
 
 
 if __name__ == "__main__":
