@@ -105,9 +105,10 @@ def train(config, output_dir, iters, *opts, quiet=False):
 
 
 def evaluate(config, output_dir, weights, *opts, quiet=False):
-    """``train_net.py --eval-only``: evaluate ``weights`` with ``config`` into ``output_dir``."""
+    """``train_net.py --eval-only``: evaluate ``weights`` with ``config`` into ``output_dir`` (``weights``
+    win over a ``MODEL.WEIGHTS`` among ``opts``)."""
     run([sys.executable, "train_net.py", "--config-file", config, "--num-gpus", "1", "--eval-only",
-         "OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", weights, *opts], quiet=quiet, heavy=True)
+         "OUTPUT_DIR", output_dir, *opts, "MODEL.WEIGHTS", weights], quiet=quiet, heavy=True)  # last: these weights
     return output_dir
 
 
