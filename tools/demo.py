@@ -21,12 +21,13 @@ Steps, each a command a user could run by hand (printed before it runs); steps 2
 Everything lands under ``--output`` (default ``output/demo``). One run per model: for mean and spread
 over seeds, see benchmarks/bench_accuracy.py.
 
-Budget: about 13-14 minutes on 2 idle CPU cores with the defaults, set-up included (200 + 200 + 200
-iterations from scratch, 2 x 100 continuing, at 0.6-0.75 s per iteration, each model then evaluated
-on 12 images; data, proposal dump and drawing about 2 minutes).
+Budget: about 13.5 minutes on 2 idle CPU cores with the defaults, set-up included (estimated from the
+step times of the 300 + 150 iteration demo, 14 min 48 s: 3 x 180 iterations from scratch and 2 x 90
+continuing at 0.45-0.75 s per iteration, each model then evaluated on 12 images in 30-50 s; set-up,
+data, proposal dump and drawing about 2 minutes).
 
 Example:
-    python tools/demo.py --iters 200 --neg-iters 100
+    python tools/demo.py --iters 180 --neg-iters 90
 """
 
 import argparse
@@ -44,9 +45,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/demo", help="output folder (default: %(default)s)")
     p.add_argument("--data", default="datasets/synthetic", help="synthetic data folder (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=200,
+    p.add_argument("--iters", type=int, default=180,
                    help="iterations of SNIPER, slicing and the baseline, from scratch (default: %(default)s)")
-    p.add_argument("--neg-iters", type=int, default=100,
+    p.add_argument("--neg-iters", type=int, default=90,
                    help="iterations that continue SNIPER with and without negative chips (default: %(default)s)")
     p.add_argument("--train-images", type=int, default=16, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=6, help="synthetic validation images (default: %(default)s)")
