@@ -17,7 +17,7 @@ same for every seed):
    on its own: does the ranking change between the last two evaluations?), false positives per image at
    equal (50 %) recall on the distractor-heavy clutter split (synthetic set), training time per iteration.
 2. ``negatives``: the step-1 SNIPER model of the synthetic set continued for ``--neg-iters`` on positive
-   chips only and with negative chips mined from its proposals: the same figures.
+   chips only and with negative chips mined from its proposals: the same figures (no half-way evaluation).
 
 Runs go study by study (all seeds of one data set, then the next, then the negative study); the tables
 are printed and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json``
@@ -28,9 +28,9 @@ run, mean/std/min/max), from which ``--table`` prints the README's markdown tabl
 
 Each step takes the lock file named by ``--lock`` while it runs (one torch job at a time on a shared
 machine; other jobs interleave between steps). CPU budget of the defaults (3 seeds; 10 + 3 + 3 synthetic
-images of 500-700 px, 6 + 2 dense images of 700-800 px; 120 iterations per model, 50 per continuation:
-18 trainings + 18 half-way evaluations, 3 proposal dumps, 6 continuations + 6 half-way evaluations):
-about 45 minutes of exclusive use of 2 CPU cores. Such short runs from scratch rank the methods, they do not reach the accuracy of long training;
+images of 500-700 px, 6 + 2 dense images of 700-800 px; 100 iterations per model, 40 per continuation:
+18 trainings + 18 half-way evaluations, 3 proposal dumps, 6 continuations): about 35 minutes of exclusive
+use of 2 idle CPU cores (0.6-0.75 s per iteration), about an hour on a busy one (1-1.7 s). Such short runs from scratch rank the methods, they do not reach the accuracy of long training;
 figures differ across machines and library builds, so compare the spreads, not single digits.
 
 Examples:
@@ -61,8 +61,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/bench_accuracy", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=120, help="iterations per model from scratch (default: %(default)s)")
-    p.add_argument("--neg-iters", type=int, default=50,
+    p.add_argument("--iters", type=int, default=100, help="iterations per model from scratch (default: %(default)s)")
+    p.add_argument("--neg-iters", type=int, default=40,
                    help="iterations continuing SNIPER with / without negative chips (default: %(default)s)")
     p.add_argument("--train-images", type=int, default=10, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=3, help="synthetic validation images (default: %(default)s)")
@@ -131,15 +131,15 @@ def main(argv=None):
         runs.setdefault(key, []).append(entry)
         report(args, data, runs, out, time.perf_counter() - start)
 
-    def train(config, output_dir, iters, dataset_name, *opts):
-        """Train (with a half-way checkpoint, evaluated on its own) unless a finished run is there."""
+    def train(config, output_dir, iters, dataset_name, *opts, mid=True):
+        """Train (with a half-way checkpoint, evaluated on its own when ``mid``) unless a finished run is there."""
         if os.path.isfile(os.path.join(output_dir, "eval_results.json")):
             print(f"\n(reusing {output_dir})", flush=True)
         else:
             ex.train(config, output_dir, iters, *opts, "SOLVER.CHECKPOINT_PERIOD", str(iters // 2), quiet=True)
         half = os.path.join(output_dir, f"model_{iters // 2 - 1:07d}.pth")
         mid = os.path.join(output_dir, "mid")
-        if "mid" not in args.skip and os.path.isfile(half) and not os.path.isfile(os.path.join(mid, "eval_results.json")):
+        if mid and "mid" not in args.skip and os.path.isfile(half) and not os.path.isfile(os.path.join(mid, "eval_results.json")):
             ex.evaluate(config, mid, half, *opts, "DATASETS.TEST", f'("{data[dataset_name]["val"]}",)', quiet=True)
         return output_dir
 
@@ -161,7 +161,7 @@ def main(argv=None):
                 ex.dump_proposals(cfg, sniper_out, weights, proposals, quiet=True)
             for key, extra in (("positives", ()), ("negatives", ("SNIPER.NEG.PROPOSALS_FILE", proposals))):
                 o = train(cfg, os.path.join(seed_dir, f"synthetic_sniper_{key}"), args.neg_iters, "synthetic",
-                          *sopts, "MODEL.WEIGHTS", weights, *extra)
+                          *sopts, "MODEL.WEIGHTS", weights, *extra, mid=False)
                 record(f"negatives | {key}", o, "synthetic", args.neg_iters)
     report(args, data, runs, out, time.perf_counter() - start, final=True)
 
