@@ -19,7 +19,7 @@ same for every seed):
 2. ``negatives``: the step-1 SNIPER model of the synthetic set continued for ``--neg-iters`` on positive
    chips only and with negative chips mined from its proposals: the same figures (no half-way evaluation).
 
-Runs go study by study (all seeds of one data set, then the next, then the negative study); the tables
+Runs go seed by seed (every method on both data sets), then the negative study seed by seed; the tables
 are printed and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json``
 exists is read back instead of redone: running the same command again continues a cut-short bench.
 At the end the figures land in ``benchmarks/results/bench_accuracy.json`` (machine, commit, date, every
@@ -143,9 +143,9 @@ def main(argv=None):
             ex.evaluate(config, mid, half, *opts, "DATASETS.TEST", f'("{data[dataset_name]["val"]}",)', quiet=True)
         return output_dir
 
-    for name, d in data.items():
-        for seed in args.seeds:
-            seed_dir = os.path.join(out, f"seed{seed}")
+    for seed in args.seeds:  # seed by seed: a cut-short bench has as many seeds of every method and data set
+        seed_dir = os.path.join(out, f"seed{seed}")
+        for name, d in data.items():
             for method in METHODS:
                 o = train(d["configs"][method], os.path.join(seed_dir, f"{name}_{method}"), args.iters, name,
                           *ex.seed_opts(seed))
