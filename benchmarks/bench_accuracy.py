@@ -30,7 +30,8 @@ Each step takes the lock file named by ``--lock`` while it runs (one torch job a
 machine; other jobs interleave between steps). CPU budget of the defaults (3 seeds; 10 + 3 + 3 synthetic
 images of 500-700 px, 6 + 2 dense images of 700-800 px; 100 iterations per model, 40 per continuation:
 18 trainings + 18 half-way evaluations, 3 proposal dumps, 6 continuations): about 35 minutes of exclusive
-use of 2 idle CPU cores (0.6-0.75 s per iteration), about an hour on a busy one (1-1.7 s). Such short runs from scratch rank the methods, they do not reach the accuracy of long training;
+use of 2 idle CPU cores (0.6-0.75 s per iteration), about an hour on a busy one (1-1.7 s). Such short
+runs from scratch rank the methods, they do not reach the accuracy of long training;
 figures differ across machines and library builds, so compare the spreads, not single digits.
 
 Examples:
@@ -67,10 +68,12 @@ def parse_args(argv=None):
     p.add_argument("--train-images", type=int, default=10, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=3, help="synthetic validation images (default: %(default)s)")
     p.add_argument("--clutter-images", type=int, default=3, help="distractor-heavy images (default: %(default)s)")
-    p.add_argument("--sides", type=int, nargs=2, default=[500, 700], help="synthetic image sides, px (default: %(default)s)")
+    p.add_argument("--sides", type=int, nargs=2, default=[500, 700],
+                   help="synthetic image sides, px (default: %(default)s)")
     p.add_argument("--dense-train", type=int, default=6, help="dense training images (default: %(default)s)")
     p.add_argument("--dense-val", type=int, default=2, help="dense validation images (default: %(default)s)")
-    p.add_argument("--dense-sides", type=int, nargs=2, default=[700, 800], help="dense image sides, px (default: %(default)s)")
+    p.add_argument("--dense-sides", type=int, nargs=2, default=[700, 800],
+                   help="dense image sides, px (default: %(default)s)")
     p.add_argument("--dense-objects", type=int, nargs=2, default=[60, 80],
                    help="objects per dense image (default: %(default)s)")
     p.add_argument("--skip", nargs="*", default=[], choices=["dense", "negatives", "mid"],
@@ -139,7 +142,8 @@ def main(argv=None):
             ex.train(config, output_dir, iters, *opts, "SOLVER.CHECKPOINT_PERIOD", str(iters // 2), quiet=True)
         half = os.path.join(output_dir, f"model_{iters // 2 - 1:07d}.pth")
         mid = os.path.join(output_dir, "mid")
-        if mid and "mid" not in args.skip and os.path.isfile(half) and not os.path.isfile(os.path.join(mid, "eval_results.json")):
+        done = os.path.isfile(os.path.join(mid, "eval_results.json"))
+        if mid and "mid" not in args.skip and os.path.isfile(half) and not done:
             ex.evaluate(config, mid, half, *opts, "DATASETS.TEST", f'("{data[dataset_name]["val"]}",)', quiet=True)
         return output_dir
 
@@ -240,12 +244,14 @@ def markdown_tables(figures):
                      f"{' > '.join(d['ranking_mid']) or '-'}")
     rows = [(k, summary[f"negatives | {k}"]) for k in NEG_MODELS if f"negatives | {k}" in summary]
     if rows:
-        lines += ["", f"**negative chips** (synthetic set: the SNIPER model continued {st['neg_iters']} iterations)", "",
+        lines += ["", f"**negative chips** (synthetic set: the SNIPER model continued {st['neg_iters']} iterations)",
+                  "",
                   "| model | n | AP | APs | APm | APl | FP/img at 50% recall (clutter) | reached 50% recall |",
                   "|---|---|---|---|---|---|---|---|"]
         for k, s in rows:
-            lines.append(f"| {NEG_MODELS[k]} | {s['AP']['n']} | " + " | ".join(_cell(s[m]) for m in ("AP", "APs", "APm", "APl"))
-                         + f" | {_cell(s.get('fp_at_50_recall'), 2)} | {s.get('reached_50_recall', '-')}/{s['AP']['n']} |")
+            cells = " | ".join(_cell(s[m]) for m in ("AP", "APs", "APm", "APl"))
+            lines.append(f"| {NEG_MODELS[k]} | {s['AP']['n']} | {cells} | {_cell(s.get('fp_at_50_recall'), 2)} | "
+                         f"{s.get('reached_50_recall', '-')}/{s['AP']['n']} |")
     return "\n".join(lines)
 
 

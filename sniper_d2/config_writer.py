@@ -152,7 +152,8 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
         slicing (SliceSettings or None): write ``sliced.yaml`` too (:func:`slice_settings`).
 
     Returns:
-        dict: ``sniper``, ``baseline`` and (with ``slicing``) ``sliced`` (paths), ``commands`` (list[str]: train both, evaluate,
+        dict: ``sniper``, ``baseline`` and (with ``slicing``) ``sliced`` (paths), ``commands`` (list[str]:
+        train each, evaluate,
         infer), ``cap``, ``baseline_short``, ``baseline_long``, ``baseline_images``.
 
     Raises:
@@ -233,9 +234,10 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
         chip = int(suggestion.chip_size)
         texts["sliced"] = "\n".join([
             f"# Plain slicing for {os.path.join(output_dir, 'sniper.yaml')}: the same model, data, caps, chips per",
-            f"# iteration and iterations; every {chip} px tile (overlap {slicing.overlap:g}) at {slicing.scale:g}x, the",
-            "# scale that puts the median object mid-band, background tiles included, every object valid;",
-            f"# inference on {chip} px tiles at that scale alone (overlap {slicing.test_overlap_px} px), as SAHI infers.",
+            f"# iteration and iterations; every {chip} px tile (overlap {slicing.overlap:g}) at {slicing.scale:g}x,",
+            "# the scale that puts the median object mid-band, background tiles included, every object valid;",
+            f"# inference on {chip} px tiles at that scale alone (overlap {slicing.test_overlap_px} px), as SAHI",
+            "# infers.",
             *head(),
             "SNIPER:",
             "  ENABLED: True",

@@ -35,8 +35,9 @@ from .coco import crowd_flags, non_crowd_boxes, sanitize_boxes
 from .config import ConfigError, ValidRange, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
-__all__ = ["PlanParams", "ChipPlan", "PLAN_MODES", "plan_images", "slice_images", "build_plan", "merge_plans", "save_plan", "load_plan",
-           "load_matching_plan", "load_or_build_plan", "clean_record_inputs", "dataset_hash", "proposals_digest",
+__all__ = ["PlanParams", "ChipPlan", "PLAN_MODES", "plan_images", "slice_images", "build_plan", "merge_plans",
+           "save_plan", "load_plan", "load_matching_plan", "load_or_build_plan", "clean_record_inputs", "dataset_hash",
+           "proposals_digest",
            "plan_config_hash", "PLAN_FORMAT", "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)

@@ -129,7 +129,8 @@ def recommend(traits, measured=None):
         return method, lines
     lines.append(f"no benchmarked data set of the {case} case: the recommendation follows the traits alone")
     if case == "multi-band":
-        method, why = "sniper", "slicing at one scale trains the objects outside the band at a size the detector fits badly"
+        method, why = "sniper", ("slicing at one scale trains the objects outside the band at a size the "
+                                 "detector fits badly")
     elif traits["background_tile_fraction"] > BACKGROUND_HEAVY:
         method, why = "sniper", "slicing would spend most of its chips on background tiles"
     else:

@@ -30,7 +30,8 @@ def _figures():
     traits = {"in_band_fraction": 0.98, "background_tile_fraction": 0.02, "tiles_per_image": 9.0}
     return {"settings": {"seeds": [0, 1, 2], "iters": 150, "neg_iters": 60}, "summary": summary, "runs": runs,
             "by_dataset": {"dense": {"case": "one band", "traits": traits, "slice_scale": 1.23,
-                                     "AP": {m: {k: s["AP"][k] for k in ("mean", "std", "n")} for m, s in methods.items()},
+                                     "AP": {m: {k: s["AP"][k] for k in ("mean", "std", "n")}
+                                            for m, s in methods.items()},
                                      "ranking_end": bench.ranking(methods, bench.METHODS),
                                      "ranking_mid": bench.ranking(methods, bench.METHODS, "mid")}}}
 

@@ -69,7 +69,8 @@ def parse_args(argv=None):
                    help="fixed scales before dropping (default: the fewest that put every object in the band, at least 2: "
                         "one scale trained clearly worse than two on dense data, docs/planning.md)")
     p.add_argument("--slice-overlap", type=float, default=config_writer.DEFAULT_SLICE_OVERLAP,
-                   help="sliced.yaml: overlap of neighbouring training tiles, fraction of the chip (default: %(default)s)")
+                   help="sliced.yaml: overlap of neighbouring training tiles, fraction of the chip "
+                        "(default: %(default)s)")
     p.add_argument("--evidence", default=os.path.normpath(EVIDENCE),
                    help="benchmarks/bench_accuracy.py results the recommendation quotes (default: %(default)s; "
                         "'' for none)")
