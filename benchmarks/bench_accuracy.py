@@ -22,7 +22,8 @@ same for every seed):
 Runs go seed by seed (every method on both data sets), then the negative study seed by seed; the tables
 are printed and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json``
 exists is read back instead of redone: running the same command again continues a cut-short bench.
-At the end the figures land in ``benchmarks/results/bench_accuracy.json`` (machine, commit, date, every
+After every run (``"final": true`` once all are done) the figures land in
+``benchmarks/results/bench_accuracy.json`` (machine, commit, date, every
 run, mean/std/min/max), from which ``--table`` prints the README's markdown tables, and
 ``tools/compute_scale_stats.py`` quotes them when it recommends a config.
 
@@ -195,7 +196,7 @@ def ranking(summary, names, key=None):
 
 
 def report(args, data, runs, out, seconds, final=False):
-    """Print the tables so far, write ``summary.json``, and (at the end) the results JSON."""
+    """Print the tables so far, write ``summary.json`` and the results JSON (``final`` False until the end)."""
     summary = {key: summarize(entries) for key, entries in runs.items()}
     by_dataset = {}
     for name, d in data.items():
@@ -211,8 +212,7 @@ def report(args, data, runs, out, seconds, final=False):
     print(f"\n== bench_accuracy{'' if final else ' (so far)'}: {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ==")
     print(markdown_tables(figures), flush=True)
     save_json_artifact(os.path.join(out, "summary.json"), "sniper_d2.bench_accuracy", 2, figures)
-    if final:
-        save_benchmark_results("bench_accuracy", figures, args.results)
+    save_benchmark_results("bench_accuracy", figures, args.results)
 
 
 def _cell(s, digits=1):
@@ -226,7 +226,8 @@ def markdown_tables(figures):
     st, summary = figures["settings"], figures["summary"]
     lines = [f"Seeds {st['seeds']}, {st['iters']} iterations per model from scratch (configs/sniper_tiny_cpu.yaml: "
              f"ResNet-18-FPN, 4 chips of 256 px per iteration or the same pixels as whole images); "
-             f"mean ± sample std over seeds (n per row)."]
+             f"mean ± sample std over seeds (n per row)"
+             + ("." if figures.get("final", True) else "; PARTIAL: the bench has not finished every run.")]
     for name, d in figures["by_dataset"].items():
         t = d["traits"]
         lines += ["", f"**{name}** ({d['case']}: {100 * t['in_band_fraction']:.0f}% of objects in the band at "
