@@ -31,7 +31,9 @@ from sniper_d2.data.build import ResumableTrainLoader, build_sniper_train_loader
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
 from sniper_d2.inference.evaluation import (build_sniper_evaluator, has_fast_coco_eval,  # noqa: E402
                                             run_sniper_inference_on_dataset, sniper_inference_model)
+from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
+from sniper_d2.weights import checkpoint_read_errors  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
@@ -52,7 +54,7 @@ class Trainer(DefaultTrainer):
         if cfg.SNIPER.ENABLED:
             return build_sniper_evaluator(cfg, dataset_name, output_folder)
         return COCOEvaluator(dataset_name, output_dir=output_folder,
-                             max_dets_per_image=cfg.SNIPER.TEST.MAX_DETECTIONS,
+                             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                              use_fast_impl=has_fast_coco_eval())
 
     @classmethod
@@ -85,7 +87,10 @@ class Trainer(DefaultTrainer):
         return super().build_test_loader(cfg, dataset_name)
 
     def resume_or_load(self, resume=True):
-        super().resume_or_load(resume=resume)
+        resuming = resume and self.checkpointer.has_checkpoint()
+        path = self.checkpointer.get_checkpoint_file() if resuming else self.cfg.MODEL.WEIGHTS
+        with checkpoint_read_errors(path):  # a file that is not a checkpoint: one line naming it
+            super().resume_or_load(resume=resume)
         # DefaultTrainer.data_loader: the loader handed to its SimpleTrainer (a public property).
         if isinstance(self.data_loader, ResumableTrainLoader):
             self.data_loader.start_at(self.start_iter)  # continue the chip sequence where the checkpoint stopped
@@ -96,12 +101,20 @@ def setup(args):
     return setup_cfg(args.config_file, args.opts, args, purpose="infer" if args.eval_only else "train")
 
 
+def build_eval_model(cfg, resume):
+    """The model ``--eval-only`` evaluates, prepared as tools/infer.py prepares it
+    (:func:`sniper_d2.inference.fast_model.build_inference_model`): ``MODEL.WEIGHTS``, or with
+    ``--resume`` the last checkpoint in ``OUTPUT_DIR`` when there is one. detectron2's own evaluation
+    (SNIPER disabled) runs the backbone in float32."""
+    checkpointer = DetectionCheckpointer(None, save_dir=cfg.OUTPUT_DIR)
+    weights = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else None
+    return build_inference_model(cfg, weights, precision=None if cfg.SNIPER.ENABLED else "fp32")
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = Trainer.test(cfg, model)
+        res = Trainer.test(cfg, build_eval_model(cfg, args.resume))
         if comm.is_main_process():
             logging.getLogger("sniper_d2").info(f"evaluation results: {dict(res)}")
         return res

@@ -155,21 +155,17 @@ def build_predictors(config_file, weights, opts=()):
         cfg, model, {"full": ..., "autofocus": ...} (MultiScaleTiledPredictor in each test mode; their
         ``params`` are the config's TiledInferenceParams with that mode).
     """
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
 
-    import sniper_d2.modeling  # noqa: F401
     from sniper_d2.config import add_sniper_config
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+    from sniper_d2.inference.fast_model import build_inference_model
 
     cfg = get_cfg()
     add_sniper_config(cfg)
     cfg.merge_from_file(os.path.join(ROOT, config_file))
     cfg.merge_from_list(list(opts))
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
-    model.eval()
+    model = build_inference_model(cfg, weights)  # as tools/infer.py runs it
     params = TiledInferenceParams.from_cfg(cfg)
     return cfg, model, {m: MultiScaleTiledPredictor(model, replace(params, mode=m)) for m in ("full", "autofocus")}
 

@@ -17,8 +17,8 @@ same tile windows, tile sizes and batches, the same merge and drawing steps; wha
 memory that grows with the image. The extra over the 1k image at the same scale is printed too.
 
 Inputs, written here and deleted afterwards: a 1k and a 10k JPEG (random 8x8 px blocks), and a
-30,000 x 30,000 RGB BigTIFF (512 px tiles, zlib, one colour per tile) written tile by tile from an
-iterator (tifffile): the 2.7 GB image is never held, and the file is a few MiB on disk. The reader
+30,000 x 30,000 RGB BigTIFF (512 px tiles, zlib, one colour per tile) written tile by tile with
+rasterio (:func:`write_tiled_tiff`): the 2.7 GB image is never held, and the file is a few MiB on disk. The reader
 decodes every segment to its full 512 x 512 x 3 bytes whatever its content, so memory is what a
 real orthomosaic costs (its decoding time is not). The TIFF runs at scale 0.125 by default (25 tiles
 of 1024 px; a few minutes on 2 cores; ``--tiff-scale``).
@@ -52,20 +52,26 @@ def write_jpeg(path, side):
         path, str(side)], check=True)
 
 
-def write_tiled_tiff(path, side, tile=512):
-    """A side x side RGB BigTIFF written tile by tile (constant colour per tile): no full image in memory."""
-    import tifffile
+def write_tiled_tiff(path, side, tile=512, **profile):
+    """A side x side RGB BigTIFF written tile by tile with rasterio (constant colour per tile): no
+    full image in memory. ``profile``: more GDAL creation options (e.g. compress="JPEG", photometric="YCBCR")."""
+    import warnings
+
+    import rasterio
+    from rasterio.windows import Window
 
     rng = np.random.default_rng(0)
     n = -(-side // tile)
     colours = rng.integers(0, 255, (n * n, 3), dtype=np.uint8)
-
-    def tiles():
-        for c in colours:
-            yield np.broadcast_to(c, (tile, tile, 3))
-
-    tifffile.imwrite(path, tiles(), shape=(side, side, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-                     bigtiff=True, compression="zlib")
+    options = {"compress": "DEFLATE", **profile}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=3, dtype="uint8", tiled=True,
+                           blockxsize=tile, blockysize=tile, BIGTIFF="YES", **options) as ds:
+            for k, c in enumerate(colours):
+                row, col = divmod(k, n)
+                win = Window(col * tile, row * tile, min(tile, side - col * tile), min(tile, side - row * tile))
+                ds.write(np.broadcast_to(c[:, None, None], (3, int(win.height), int(win.width))), window=win)
 
 
 def _proc_field_kb(path, key):
@@ -105,26 +111,55 @@ def _vm_hwm_kb(pid):
     return _proc_field_kb(f"/proc/{pid}/status", "VmHWM")
 
 
-def run_infer(image, scale, weights, out_dir, extra=()):
-    """tools/infer.py on one image in a subprocess: (peak tree PSS MiB, peak RSS of the largest process MiB, s)."""
+def run_sampled(cmd):
+    """Run ``cmd`` (a list) in a subprocess while sampling the memory of its process tree every 50 ms.
+
+    Returns:
+        (peak tree PSS MiB, peak RSS of the largest process MiB, seconds, return code, stderr's tail).
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:  # a pipe could fill up and block a chatty child
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak, hwm = 0, {}
+        while proc.poll() is None:
+            tree = _tree(proc.pid)
+            peak = max(peak, sum(_pss_kb(p) for p in tree))
+            for p in tree:
+                hwm[p] = max(hwm.get(p, 0), _vm_hwm_kb(p))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        err.seek(0)
+        tail = err.read()[-3000:]
+    return peak / 1024, max(hwm.values(), default=0) / 1024, seconds, proc.returncode, tail
+
+
+def run_infer(image, scale, weights, out_dir, extra=(), config="sniper_tiny_cpu.yaml"):
+    """tools/infer.py on one image in a subprocess: (peak tree PSS MiB, peak RSS of the largest process MiB, s).
+
+    ``scale``: one test scale (every size kept), or a tuple of scales (then ``extra`` sets the
+    matching per-scale keys, e.g. SNIPER.TEST.VALID_RANGES). ``config``: a file in configs/.
+    """
+    scales = tuple(scale) if isinstance(scale, (tuple, list)) else (scale,)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "infer.py"), "--config-file",
-           os.path.join(ROOT, "configs", "sniper_tiny_cpu.yaml"), "--input", image, "--output", out_dir,
-           "SNIPER.TEST.SCALES", f"({scale},)", "SNIPER.TEST.VALID_RANGES", "((0.0, -1.0),)",
+           os.path.join(ROOT, "configs", config), "--input", image, "--output", out_dir,
+           "SNIPER.TEST.SCALES", repr(scales), "SNIPER.TEST.VALID_RANGES", repr(((0.0, -1.0),) * len(scales)),
            "SNIPER.TEST.TILE_SIZE", str(TILE), "SNIPER.TEST.TILE_OVERLAP", str(OVERLAP), "MODEL.WEIGHTS", weights,
            *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak, hwm = 0, {}
-    while proc.poll() is None:
-        tree = _tree(proc.pid)
-        peak = max(peak, sum(_pss_kb(p) for p in tree))
-        for p in tree:
-            hwm[p] = max(hwm.get(p, 0), _vm_hwm_kb(p))
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        sys.exit(f"bench_large_image.py: error: infer.py failed on {image}:\n{proc.stderr.read()[-3000:]}")
-    return peak / 1024, max(hwm.values(), default=0) / 1024, seconds
+    pss, rss, seconds, code, tail = run_sampled(cmd)
+    if code:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: infer.py failed on {image}:\n{tail}")
+    return pss, rss, seconds
+
+
+def save_random_weights(path, config="sniper_tiny_cpu.yaml"):
+    """Random weights of a config's model (seed 0) saved to ``path``, built in a child process."""
+    subprocess.run([sys.executable, "-c", (
+        "import sys, torch; sys.path.insert(0, sys.argv[2]); import sniper_d2.modeling; "
+        "from detectron2.config import get_cfg; from detectron2.modeling import build_model; "
+        "from sniper_d2.config import add_sniper_config; cfg = get_cfg(); add_sniper_config(cfg); "
+        "cfg.merge_from_file(sys.argv[3]); torch.manual_seed(0); "
+        "torch.save({'model': build_model(cfg).state_dict()}, sys.argv[1])"),
+        path, ROOT, os.path.join(ROOT, "configs", config)], check=True)
 
 
 def tiles_of(side, scale):
@@ -150,13 +185,7 @@ def main():
     work = tempfile.mkdtemp(prefix="bench_large_")
     try:
         weights = os.path.join(work, "random.pth")
-        subprocess.run([sys.executable, "-c", (
-            "import sys, torch; sys.path.insert(0, sys.argv[2]); import sniper_d2.modeling; "
-            "from detectron2.config import get_cfg; from detectron2.modeling import build_model; "
-            "from sniper_d2.config import add_sniper_config; cfg = get_cfg(); add_sniper_config(cfg); "
-            "cfg.merge_from_file(sys.argv[3]); torch.manual_seed(0); "
-            "torch.save({'model': build_model(cfg).state_dict()}, sys.argv[1])"),
-            weights, ROOT, os.path.join(ROOT, "configs", "sniper_tiny_cpu.yaml")], check=True)
+        save_random_weights(weights)
         small = os.path.join(work, "small.jpg")
         write_jpeg(small, REF_SIDE)
         big_runs = []

@@ -17,7 +17,6 @@ Example (three models of configs/sniper_tiny_cpu.yaml trained with SEED 0, 1, 2)
 
 import argparse
 import contextlib
-import copy
 import io
 import os
 import sys
@@ -45,15 +44,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog
-    from detectron2.modeling import build_model
 
-    import sniper_d2.modeling  # noqa: F401
     from sniper_d2.cli import setup_cfg
     from sniper_d2.data.datasets import register_coco_json
     from sniper_d2.inference.evaluation import run_sniper_inference_on_dataset
-    from sniper_d2.inference.fast_model import prepare_for_inference
+    from sniper_d2.inference.fast_model import build_inference_model
     from sniper_d2.inference.precision import resolve_precision
 
     cfg = setup_cfg(args.config_file, args.opts, purpose="read")
@@ -63,9 +59,7 @@ def main(argv=None):
     resolved = {p: resolve_precision(p, cfg.MODEL.DEVICE.split(":")[0]) for p in args.precisions}
     table = defaultdict(list)  # (data set, precision) -> [(AP, AP50, APs, s/image)] over models
     for weights in args.weights:
-        model = build_model(cfg)
-        DetectionCheckpointer(model).load(weights)
-        prepared = {p: prepare_for_inference(copy.deepcopy(model), precision=p) for p in args.precisions}
+        prepared = {p: build_inference_model(cfg, weights, precision=p) for p in args.precisions}
         for name, _ in args.dataset:
             n_images = len(DatasetCatalog.get(name))
             for precision in args.precisions:

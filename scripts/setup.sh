@@ -59,10 +59,10 @@ if ! have torch torchvision; then
   pip_install $SNIPER_TORCH_SPEC
 fi
 
-if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml tensorboard tifffile; then
+if ! have fvcore pycocotools cv2 tqdm matplotlib hypothesis pytest yaml tensorboard; then
   log "installing runtime and test dependencies"
   pip_install "setuptools<81" wheel "Pillow<10" fvcore iopath pycocotools \
-    opencv-python-headless tifffile tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
+    opencv-python-headless tqdm matplotlib pyyaml "hypothesis>=6" "pytest>=7" pytest-timeout \
     cloudpickle tabulate termcolor yacs omegaconf hydra-core tensorboard
 fi
 

@@ -25,7 +25,10 @@ holds for every valid box that fits.
 Speed: numpy's cost per call dominates small images, so many covers (images x scales x epochs) run
 together, in lockstep, in one call (:func:`batch_positive_chips`, :func:`batch_negative_chips`):
 every numpy operation of a greedy step serves all of them, and a cover's chips do not depend on the
-covers it runs with. Random numbers (grid offsets, priorities, placements) are a hash of (seed,
+covers it runs with. Within a cover, a step takes every pick that cannot interact with a better
+one (the best cell of a block of the grid that beats its neighbouring blocks), so a large image
+(an orthomosaic: tens of thousands of chips) needs a few dozen steps, not one per chip; the
+picks, and their order, are still the sequential greedy's (see :func:`_greedy_cover`). Random numbers (grid offsets, priorities, placements) are a hash of (seed,
 stream, counter), not a generator: no per-cover set-up, and independent of the batch.
 """
 
@@ -293,8 +296,8 @@ def _compress(lo, hi, live, size):
 
 
 def _rectangle_counts(p, y0, y1, x0, x1, shape):
-    """(P, ny, nx) float32: how many of the rectangles ``[y0, y1] x [x0, x1]`` of row ``p`` hold
-    each cell (a difference array and two cumulative sums)."""
+    """(P, ny, nx) float32 (a strided view): how many of the rectangles ``[y0, y1] x [x0, x1]`` of
+    row ``p`` hold each cell (a difference array and two cumulative sums)."""
     num, ny, nx = shape
     row, plane = nx + 1, (ny + 1) * (nx + 1)
     base = p * plane
@@ -302,43 +305,43 @@ def _rectangle_counts(p, y0, y1, x0, x1, shape):
                               base + (y1 + 1) * row + x0, base + (y1 + 1) * row + x1 + 1])
     weights = np.repeat([1.0, -1.0, -1.0, 1.0], len(p))
     diff = np.bincount(corners, weights=weights, minlength=num * plane).astype(np.float32).reshape(num, ny + 1, row)
-    return np.ascontiguousarray(np.cumsum(np.cumsum(diff, axis=1), axis=2)[:, :ny, :nx])
+    np.cumsum(diff, axis=1, out=diff)
+    np.cumsum(diff, axis=2, out=diff)
+    return diff[:, :ny, :nx]
 
 
-def _subtract_rectangles(score, p, y0, y1, x0, x1):
-    """``score[p[k], y0[k]:y1[k] + 1, x0[k]:x1[k] + 1] -= 1`` for every k, in place (no Python loop).
-
-    Cell by cell when the rectangles are small, else through a difference array of the whole
-    grid; both are exact (integers subtracted from float32 counts plus fractions below 0.5).
-    """
-    _, ny, nx = score.shape
-    w = x1 - x0 + 1
-    area = (y1 - y0 + 1) * w
-    if int(area.sum()) * 4 > score.size:
-        score -= _rectangle_counts(p, y0, y1, x0, x1, score.shape)
-        return
-    k = np.repeat(np.arange(len(p)), area)
-    local = np.arange(int(area.sum())) - np.repeat(np.cumsum(area) - area, area)
-    r, c = np.divmod(local, w[k])
-    flat = score.reshape(-1)
-    assert np.shares_memory(flat, score), "score must be C-contiguous"
-    np.subtract.at(flat, (p[k] * ny + y0[k] + r) * nx + x0[k] + c, np.float32(1.0))
+def _gather_ranges(starts, stops):
+    """Concatenated ``arange(starts[k], stops[k])`` for every k, and the k of each entry (no loop)."""
+    lengths = np.maximum(stops - starts, 0)
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    return starts[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths), owner
 
 
 def _greedy_cover(grids, ranges, live, min_count):
-    """Greedy set cover of the live boxes by grid cells, every problem (row) at once, in lockstep.
+    """Greedy set cover of the live boxes by grid cells, every problem (row) at once.
 
-    Each pick of problem p takes a cell covered by the most of its not-yet-covered boxes; it stops
-    when the best cell covers fewer than ``min_count[p]`` (>= 1). Without a seed, ties go to the
-    first cell in row-major order. With a seed, ties between cells covering different boxes go to
-    the cell of highest random priority (the sum of a random number drawn per grid row and one per
-    grid column), and the pick is then placed uniformly at random among the cells that cover the
-    same boxes (so objects do not always sit at a chip's border). A problem's picks do not depend
-    on the other problems.
+    The result is the textbook sequential greedy's, pick for pick: each pick of problem p takes a
+    cell covered by the most of its not-yet-covered boxes; it stops when the best cell covers fewer
+    than ``min_count[p]`` (>= 1). Without a seed, ties go to the first cell in row-major order.
+    With a seed, ties between cells covering different boxes go to the cell of highest random
+    priority (the sum of a random number drawn per grid row and one per grid column), and the pick
+    is then placed uniformly at random among the cells that cover the same boxes (so objects do not
+    always sit at a chip's border). A problem's picks do not depend on the other problems.
 
     Counting works on a compressed grid (see :func:`_compress`): rows and columns are the box
     ranges' lower ends, counts come from a difference array, and a pick subtracts the rectangles
-    of the boxes it newly covered. Rows whose cover is finished are dropped as they accumulate.
+    of the boxes it newly covered.
+
+    Many picks per step (what makes a 30k x 30k orthomosaic fast): two cells *interact* when some
+    box holds both; they are then at most ``D`` rows and ``D`` columns apart (``D``: the longest box
+    range). The grid is cut into blocks of ``D x D`` cells, and each step takes, in every block at
+    once, the block's best cell when it beats the best cells of the 8 neighbouring blocks (it then
+    beats every cell it interacts with). Such a cell is one the sequential greedy also picks, with
+    the same boxes: any pick that would change its boxes first must beat it, and counts only fall.
+    Cells picked in one step share no box. Ordering the picks by (count at pick time, descending;
+    tie rule) gives the sequential greedy's order. A block's best cell is recomputed only when a
+    subtraction lowered it. Boxes are found through their home block (the block of their range's
+    first cell): a pick's boxes live in its block or the block left, above, or above-left of it.
 
     Args:
         grids (_Grids). ranges: (xlo, xhi, ylo, yhi) (P, N) int64 from ``grids.ranges``.
@@ -350,18 +353,19 @@ def _greedy_cover(grids, ranges, live, min_count):
     """
     xlo, xhi, ylo, yhi = ranges
     num = len(live)
+    none = (np.zeros(0, np.int64),) * 3
     if not live.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return none
     ux, cxlo, cxhi = _compress(xlo, xhi, live, grids.x0.shape[1])
     uy, cylo, cyhi = _compress(ylo, yhi, live, grids.y0.shape[1])
     ny, nx = uy.shape[1], ux.shape[1]
     p, n = np.nonzero(live)
-    # One column per (problem, box) still to cover: row of `score`, compressed ranges, column of `real`.
-    # (A box holds cell (by, bx) when 0 <= by - cylo <= cyhi - cylo: one unsigned comparison per axis.)
-    todo = np.stack([p, cylo[p, n], cyhi[p, n] - cylo[p, n], cxlo[p, n], cxhi[p, n] - cxlo[p, n],
-                     np.arange(len(p))]).astype(np.int32)
-    real = np.stack([ylo[p, n], xlo[p, n], yhi[p, n], xhi[p, n]]).astype(np.int32)  # real index ranges
-    score = _rectangle_counts(p, cylo[p, n], cyhi[p, n], cxlo[p, n], cxhi[p, n], (num, ny, nx))
+    y0, y1, x0, x1 = cylo[p, n], cyhi[p, n], cxlo[p, n], cxhi[p, n]
+    # Blocks of by x bx cells (row-major within a block), the grid padded to whole blocks: padding
+    # cells count 0 boxes, so they never win a block that holds a box.
+    by, bx = max(1, int((y1 - y0).max())), max(1, int((x1 - x0).max()))
+    nby, nbx = -(-ny // by), -(-nx // bx)
+    score = _rectangle_counts(p, y0, y1, x0, x1, (num, nby * by, nbx * bx))
     seeded = grids.seeded
     if seeded.any():
         # Tie-break priority of a cell: a random number per grid row plus one per grid column (each
@@ -369,95 +373,132 @@ def _greedy_cover(grids, ranges, live, min_count):
         keys = grids.keys[:, None]
         row_prio = (0.25 * seeded)[:, None] * _uniforms(keys, _PRIORITY, uy << 1)
         col_prio = (0.25 * seeded)[:, None] * _uniforms(keys, _PRIORITY, (ux << 1) + 1)
-        score += (row_prio[:, :, None] + col_prio[:, None, :]).astype(np.float32)
-        place = seeded[:, None, None] * _uniforms(grids.keys[:, None, None], _PLACE,
-                                                  np.arange(2 * live.shape[1]).reshape(1, -1, 2))
-    if num == 1:
-        need = max(int(np.asarray(min_count).reshape(-1)[0]), 1)
-        iy, ix = _greedy_cover_one(score, todo, real, need, place[0] if seeded.any() else None)
-        return np.zeros(len(iy), np.int64), iy, ix
-    problem = np.arange(num)  # problem of each row of `score`
-    need = np.maximum(np.asarray(min_count, np.int64), 1).astype(np.float32)
-    picks = []
-    step = 0
-    while todo.shape[1]:
-        flat = score.reshape(len(score), -1)  # a view: updates of `score` show in `flat`
-        best = flat.argmax(axis=1)
-        active = flat[np.arange(len(flat)), best] >= need
-        if not active.any():
+        score[:, :ny, :nx] += (row_prio[:, :, None] + col_prio[:, None, :]).astype(np.float32)
+    # `cells` (B, by * bx), B = num * nby * nbx blocks; one spare cell at the end of `flat`: the
+    # target of the cells outside a rectangle in the subtractions below.
+    flat = np.empty(score.size + 1, np.float32)
+    cells = flat[:-1].reshape(-1, by * bx)
+    cells.reshape(num, nby, nbx, by, bx)[...] = score.reshape(num, nby, by, nbx, bx).transpose(0, 1, 3, 2, 4)
+    del score
+    spare = len(flat) - 1
+    # The flat index of compressed cell (y, x) of problem q is q * plane + row_at[y] + col_at[x].
+    plane = nby * nbx * by * bx
+    yy, xx = np.arange(nby * by + by), np.arange(nbx * bx + bx)
+    row_at = np.minimum(yy // by, nby - 1) * (nbx * by * bx) + yy % by * bx
+    col_at = np.minimum(xx // bx, nbx - 1) * (by * bx) + xx % bx
+    span_y, span_x = np.arange(by + 1), np.arange(bx + 1)
+    best = cells.max(axis=1)
+    arg = cells.argmax(axis=1)
+    block = np.arange(len(cells))
+    block_row, block_col = block // nbx % nby, block % nbx
+    need = np.repeat(np.maximum(np.asarray(min_count, np.float64), 1).reshape(num), nby * nbx)
+
+    def order_key(b):
+        """int64 keys of the best cells of blocks ``b``, larger for the cell the greedy prefers: its
+        count (the bits of a float32 >= 0 order like the float), then its row-major rank within
+        its problem, smaller first (the tie rule)."""
+        rank = (block_row[b] * by + arg[b] // bx) * (nbx * bx) + block_col[b] * bx + arg[b] % bx
+        return (best[b].view(np.int32).astype(np.int64) << 32) + ((1 << 32) - 1 - rank)
+
+    key = np.append(order_key(block), np.iinfo(np.int64).min)  # the last: no block (off the edge)
+    # Boxes by home block (the block of their first cell).
+    home = (p * nby + y0 // by) * nbx + x0 // bx
+    order = np.argsort(home, kind="stable")
+    p, y0, y1, x0, x1 = p[order], y0[order], y1[order], x0[order], x1[order]
+    real = np.stack([ylo, xlo, yhi, xhi])[:, p, n[order]]
+    bounds = np.searchsorted(home[order], np.arange(len(cells) + 1))
+    alive = np.ones(len(p), bool)
+    # The 8 neighbouring blocks of every block (len(cells) where off the edge).
+    around = [np.where((block_row + dr >= 0) & (block_row + dr < nby) & (block_col + dc >= 0)
+                       & (block_col + dc < nbx), block + dr * nbx + dc, len(cells))
+              for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+    picked = []  # per step: (blocks, count at pick time, rank, lo (2, K), hi (2, K)) of its K picks
+    while True:
+        # Blocks that may pick: their best cell counts enough boxes and beats its neighbours' best.
+        sel = np.flatnonzero(best >= need)
+        mine = key[sel]
+        for other in around:
+            beats = mine > key[other[sel]]
+            sel, mine = sel[beats], mine[beats]
+        if not len(sel):
             break
-        if active.sum() * 2 < len(score) and len(score) > 8:
-            # Drop finished rows (they never pick again): smaller arrays for the steps to come.
-            keep = np.flatnonzero(active)
-            renumber = np.cumsum(active) - 1
-            todo = todo[:, active[todo[0]]]
-            todo[0] = renumber[todo[0]]
-            score, best, problem, need = score[keep], best[keep], problem[keep], need[keep]
-            if seeded.any():
-                place = place[keep]
-            active = np.ones(len(keep), bool)
-        by, bx = np.divmod(best, nx)
-        g = todo[0]
-        hit = (((by.astype(np.int32)[g] - todo[1]).view(np.uint32) <= todo[2].view(np.uint32))
-               & ((bx.astype(np.int32)[g] - todo[3]).view(np.uint32) <= todo[4].view(np.uint32)))
-        if not active.all():
-            hit &= active[g]
-        done, todo = todo[:, hit], todo[:, ~hit]
-        # The real cells covering exactly the boxes just covered: a rectangle per active row.
-        d = done[0]
-        first = np.flatnonzero(np.concatenate([[True], d[1:] != d[:-1]]))
-        ranges = real[:, done[5]]
-        lo = np.maximum.reduceat(ranges[:2], first, axis=1)
-        act = d[first]
-        if seeded.any():
-            hi = np.minimum.reduceat(ranges[2:], first, axis=1)
-            lo = lo + (place[act, step].T * (hi - lo + 1)).astype(np.int32)
-        picks.append(np.stack([problem[act], lo[0], lo[1]]))
-        _subtract_rectangles(score, done[0], done[1], done[1] + done[2], done[3], done[3] + done[4])
-        step += 1
-    if not picks:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    picks = np.concatenate(picks, axis=1).astype(np.int64)
-    picks = picks[:, np.argsort(picks[0], kind="stable")]
-    return picks[0], picks[1], picks[2]
-
-
-def _greedy_cover_one(score, todo, real, need, place):
-    """The loop of :func:`_greedy_cover` for a single cover, with scalar steps (the same picks;
-    a single call, e.g. :func:`positive_chips`, is dominated by the cost per numpy operation).
-
-    Args:
-        score: (1, ny, nx) float32. todo: (6, R) int32 and real: (4, R) int32 as in _greedy_cover.
-        need (int): min_count. place: (N, 2) float64 placement draws, or None without a seed.
-
-    Returns:
-        (iy, ix) int64 arrays of the picked cells.
-    """
-    flat = score.reshape(-1)
-    nx = score.shape[2]
-    picks = []
-    while todo.shape[1]:
-        best = int(flat.argmax())
-        if flat[best] < need:
-            break
-        by, bx = divmod(best, nx)
-        hit = (((by - todo[1]).view(np.uint32) <= todo[2].view(np.uint32))
-               & ((bx - todo[3]).view(np.uint32) <= todo[4].view(np.uint32)))
-        done, todo = todo[:, hit], todo[:, ~hit]
-        ranges = real[:, done[5]]
-        y, x = int(ranges[0].max()), int(ranges[1].max())
-        if place is not None:
-            u, v = place[len(picks)]
-            y += int(u * (int(ranges[2].min()) - y + 1))
-            x += int(v * (int(ranges[3].min()) - x + 1))
-        picks.append((y, x))
-        if done.shape[1] == 1:
-            y0, x0 = int(done[1, 0]), int(done[3, 0])
-            score[0, y0:y0 + int(done[2, 0]) + 1, x0:x0 + int(done[4, 0]) + 1] -= 1
+        value, index = best[sel], (1 << 32) - 1 - (mine & ((1 << 32) - 1))
+        sy = block_row[sel] * by + arg[sel] // bx
+        sx = block_col[sel] * bx + arg[sel] % bx
+        # Candidate boxes: homes in the block and the one left of it, and in the two above them
+        # (two runs of `bounds`, as blocks of a row are numbered left to right), pick by pick.
+        left = (block_col[sel] > 0).astype(np.int64)
+        up = np.maximum(sel - nbx, 0)
+        has_up = block_row[sel] > 0
+        starts = np.stack([bounds[sel - left], np.where(has_up, bounds[up - left], 0)], axis=1)
+        stops = np.stack([bounds[sel + 1], np.where(has_up, bounds[up + 1], 0)], axis=1)
+        k, owner = _gather_ranges(starts.reshape(-1), stops.reshape(-1))
+        owner //= 2
+        hit = (alive[k] & (y0[k] <= sy[owner]) & (sy[owner] <= y1[k])
+               & (x0[k] <= sx[owner]) & (sx[owner] <= x1[k]))
+        k, owner = k[hit], owner[hit]
+        first = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+        lo = np.maximum.reduceat(real[:2, k], first, axis=1)
+        hi = np.minimum.reduceat(real[2:, k], first, axis=1)
+        picked.append((sel, value, index, lo, hi))
+        alive[k] = False
+        # Subtract the rectangles of the boxes just covered, whichever way touches fewer cells:
+        height, width = y1[k] - y0[k] + 1, x1[k] - x0[k] + 1
+        area = height * width
+        costs = (3 * int(area.sum()), len(k) * (by + 1) * (bx + 1), 2 * len(sel) * (2 * by + 1) * (2 * bx + 1))
+        if costs[0] <= min(costs[1:]):
+            # cell by cell (small rectangles on a coarse compressed grid), or
+            j = np.repeat(np.arange(len(k)), area)
+            dy, dx = np.divmod(np.arange(len(j)) - np.repeat(np.cumsum(area) - area, area), width[j])
+            kj = k[j]
+            np.subtract.at(flat, p[kj] * plane + row_at[y0[kj] + dy] + col_at[x0[kj] + dx], np.float32(1.0))
+        elif costs[1] <= costs[2]:
+            # each box's rectangle as a (by + 1) x (bx + 1) window (cells outside it sent to the
+            # spare cell), or
+            ry, rx = y0[k][:, None] + span_y, x0[k][:, None] + span_x
+            target = (p[k] * plane)[:, None, None] + row_at[ry][:, :, None] + col_at[rx][:, None, :]
+            outside = (ry > y1[k][:, None])[:, :, None] | (rx > x1[k][:, None])[:, None, :]
+            target[outside] = spare
+            np.subtract.at(flat, target.reshape(-1), np.float32(1.0))
         else:
-            _subtract_rectangles(score, done[0], done[1], done[1] + done[2], done[3], done[3] + done[4])
-    picks = np.asarray(picks, np.int64).reshape(-1, 2)
-    return picks[:, 0], picks[:, 1]
+            # per pick, the count of its boxes over the window of cells they can hold (a box holds
+            # the picked cell and spans at most by + 1 rows and bx + 1 columns): the product of
+            # their row and column indicators, (rows x boxes) @ (boxes x columns).
+            wy, wx = np.arange(2 * by + 1), np.arange(2 * bx + 1)
+            slot = np.arange(len(k)) - first[owner]  # every pick covers a box: owner is its group
+            rows = np.zeros((len(sel), int(slot.max()) + 1, len(wy)), np.float32)
+            cols = np.zeros((len(sel), rows.shape[1], len(wx)), np.float32)
+            top, lft = sy[owner] - by, sx[owner] - bx
+            rows[owner, slot] = (wy >= (y0[k] - top)[:, None]) & (wy <= (y1[k] - top)[:, None])
+            cols[owner, slot] = (wx >= (x0[k] - lft)[:, None]) & (wx <= (x1[k] - lft)[:, None])
+            count = np.matmul(rows.transpose(0, 2, 1), cols)
+            ry = np.clip(sy[:, None] - by + wy, 0, len(row_at) - 1)
+            rx = np.clip(sx[:, None] - bx + wx, 0, len(col_at) - 1)
+            target = (sel // (nby * nbx) * plane)[:, None, None] + row_at[ry][:, :, None] + col_at[rx][:, None, :]
+            np.subtract.at(flat, target.reshape(-1), count.reshape(-1))
+        mark = np.zeros(len(cells), bool)
+        for dr in (-1, 0, 1):
+            mark[np.clip(sel[:, None] + dr * nbx + np.arange(-1, 2), 0, len(cells) - 1)] = True
+        cand = np.flatnonzero(mark)
+        dirty = cand[cells[cand, arg[cand]] != best[cand]]
+        if len(dirty):
+            sub = cells[dirty]
+            arg[dirty] = sub.argmax(axis=1)
+            best[dirty] = sub[np.arange(len(dirty)), arg[dirty]]
+            key[dirty] = order_key(dirty)
+    if not picked:
+        return none
+    sel, value, index, lo, hi = (np.concatenate(c, axis=-1) for c in zip(*picked))
+    prob = sel // (nby * nbx)
+    # The sequential greedy's order: by problem, then count at pick time (descending), then rank.
+    order = np.lexsort((index, -value, prob))
+    prob, lo, hi = prob[order], lo[:, order], hi[:, order]
+    if seeded.any():
+        start = np.searchsorted(prob, np.arange(num))
+        step = np.arange(len(prob)) - start[prob]
+        place = seeded[prob, None] * _uniforms(grids.keys[prob, None], _PLACE, 2 * step[:, None] + np.arange(2))
+        lo = lo + (place.T * (hi - lo + 1)).astype(np.int64)
+    return prob.astype(np.int64), lo[0].astype(np.int64), lo[1].astype(np.int64)
 
 
 def _pad(group, values, num):

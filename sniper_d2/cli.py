@@ -16,7 +16,7 @@ import os
 import re
 import sys
 
-__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "parse_with_overrides", "PURPOSES"]
+__all__ = ["user_errors", "run_main", "run_cli", "setup_cfg", "parse_with_overrides", "PURPOSES", "count_arg"]
 
 # What a tool does with its config (see setup_cfg): train (train_net.py), infer (tools/infer.py,
 # the proposal dump, evaluation), read (tools that only read settings: planning, benchmarks).
@@ -32,6 +32,35 @@ def _is_config_key(token, roots):
     return bool(_CONFIG_KEY.match(token)) and token.split(".")[0] in roots and not os.path.exists(token)
 
 
+def count_arg(minimum):
+    """An argparse ``type`` for an integer option of at least ``minimum`` (argparse then refuses
+    ``--epochs 0`` in its own one-line usage error)."""
+    import argparse
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _config_roots():
+    """The config's top-level keys: detectron2's sections, SEED, ..., and SNIPER."""
+    from detectron2.config import get_cfg
+
+    from .config import add_sniper_config
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    return set(cfg.keys())
+
+
 def parse_with_overrides(parser, argv=None):
     """``parser.parse_args`` for a parser whose last positional is ``opts`` (config overrides,
     ``nargs=argparse.REMAINDER``), also when the overrides directly follow an option that takes a
@@ -43,14 +72,8 @@ def parse_with_overrides(parser, argv=None):
     Returns:
         argparse.Namespace with ``opts``: list of str, the overrides in order.
     """
-    from detectron2.config import get_cfg
-
-    from .config import add_sniper_config
-
-    cfg = get_cfg()
-    add_sniper_config(cfg)
-    roots = set(cfg.keys())  # detectron2's top-level sections and SNIPER
     argv = list(sys.argv[1:] if argv is None else argv)
+    roots = _config_roots() if any(_CONFIG_KEY.match(a) for a in argv) else set()  # --help: no detectron2
     first = next((i for i, a in enumerate(argv) if _is_config_key(a, roots)), len(argv))
     args = parser.parse_args(argv[:first])
     args.opts = list(args.opts or []) + argv[first:]
@@ -59,13 +82,21 @@ def parse_with_overrides(parser, argv=None):
 
 def user_errors():
     """Exception types that describe a problem with the user's inputs (config, data, files we wrote),
-    each with a message naming the file and the problem."""
+    each with a message naming the file and the problem.
+
+    Numpy only: ``ImageReadError`` is among them once :mod:`sniper_d2.image_io` (Pillow) has been
+    imported, which it must have been for one to be raised; so ``--help`` or a config error of a
+    planning tool works without Pillow.
+    """
     from .coco import DatasetError
     from .config import ConfigError
-    from .image_io import ImageReadError
     from .io import ArtifactError
 
-    return (DatasetError, ArtifactError, ImageReadError, ConfigError, FileNotFoundError)
+    # a path that is a file where a folder is needed, or the other way round, or not ours to write
+    errors = (DatasetError, ArtifactError, ConfigError, FileNotFoundError, FileExistsError, NotADirectoryError,
+              IsADirectoryError, PermissionError)
+    image_io = sys.modules.get(__package__ + ".image_io")
+    return errors + (image_io.ImageReadError,) if image_io is not None else errors
 
 
 def run_main(main_func, program, *args):
@@ -99,12 +130,27 @@ def run_cli(main_func, args, program):
                     args.dist_url, (args,))
 
 
+def _unknown_key_message(error):
+    """What to tell the user about yacs' error for an unknown key (``KeyError("Non-existent config
+    key: X")`` from a file, ``AssertionError("Non-existent key: X")`` from the command line): a key
+    of :data:`sniper_d2.config.MOVED_KEYS` names the key to set instead."""
+    from .config import MOVED_KEYS
+
+    message = str(error.args[0] if error.args else error)
+    match = re.search(r"Non-existent (?:config )?key: (\S+)", message)
+    key = match.group(1) if match else None
+    if key in MOVED_KEYS:
+        return f"{key} is no longer a key: set detectron2's {MOVED_KEYS[key]} instead"
+    return None
+
+
 def _merged_cfg(config_file, opts):
     """detectron2 defaults + SNIPER keys + ``config_file`` + ``opts``, not frozen.
 
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
-        ConfigError: a key of the file or of ``opts`` is unknown (names the file or the override).
+        ConfigError: a key of the file or of ``opts`` is unknown (names the file or the override,
+            and the new name of a key that moved, :data:`sniper_d2.config.MOVED_KEYS`).
     """
     from detectron2.config import get_cfg
 
@@ -116,12 +162,13 @@ def _merged_cfg(config_file, opts):
     try:
         cfg.merge_from_file(config_file)
     except KeyError as e:  # yacs: "Non-existent config key: ..."
-        raise ConfigError(f"{config_file}: unknown config key: {e.args[0] if e.args else e}; "
-                          "see sniper_d2/config.py for the SNIPER.* keys") from e
+        raise ConfigError(f"{config_file}: " + (_unknown_key_message(e) or (
+            f"unknown config key: {e.args[0] if e.args else e}; see sniper_d2/config.py for the SNIPER.* keys"))) from e
     try:
         cfg.merge_from_list(list(opts or []))
     except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys given on the command line
-        raise ConfigError(f"command-line config override: {e.args[0] if e.args else e}") from e
+        raise ConfigError("command-line config override: " + (_unknown_key_message(e) or str(
+            e.args[0] if e.args else e))) from e
     return cfg
 
 

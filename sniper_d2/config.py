@@ -15,7 +15,7 @@ Numpy only: :func:`add_sniper_config` imports detectron2's ``CfgNode`` lazily, s
 import math
 from dataclasses import dataclass
 
-__all__ = ["FIT_SCALE", "NO_UPPER_BOUND", "ConfigError", "ValidRange", "is_fit", "parse_scales",
+__all__ = ["FIT_SCALE", "NO_UPPER_BOUND", "ConfigError", "MOVED_KEYS", "ValidRange", "is_fit", "parse_scales",
            "require_config_file", "check_runtime_config", "add_sniper_config"]
 
 # A scale entry equal to this value means "resize the whole image so that its long side equals
@@ -27,6 +27,14 @@ NO_UPPER_BOUND = -1.0
 
 class ConfigError(ValueError):
     """A config whose keys exist but whose values cannot work together (message names them)."""
+
+
+# Keys that sniper_d2 had and that duplicated one of detectron2's: old name -> the key to set instead.
+# A config file or command line that still sets an old one is refused naming the new one.
+MOVED_KEYS = {
+    "SNIPER.TEST.MAX_DETECTIONS": "TEST.DETECTIONS_PER_IMAGE",  # per full image after merging, too
+    "SNIPER.TEST.SCORE_THRESH": "MODEL.ROI_HEADS.SCORE_THRESH_TEST",  # per tile, before merging
+}
 
 
 def require_config_file(config_file):
@@ -334,6 +342,15 @@ def add_sniper_config(cfg):
     _C.SNIPER.SKIP_BAD_IMAGES = False
 
     # ---------------------------------------------------------------------------------------
+    # Reading images (sniper_d2/image_io.py: one windowed reader, rasterio/GDAL)
+    # ---------------------------------------------------------------------------------------
+    _C.SNIPER.INPUT = CN()
+    # An image with more pixels (H * W, after EXIF rotation) is refused with an error naming this
+    # key. Images are read by windows, so memory does not grow with the image; the limit guards
+    # against absurd headers. Default: 10 gigapixels (a 100k x 100k mosaic); <= 0: no limit.
+    _C.SNIPER.INPUT.MAX_IMAGE_PIXELS = 10_000_000_000
+
+    # ---------------------------------------------------------------------------------------
     # Multi-scale tiled inference
     # ---------------------------------------------------------------------------------------
     _C.SNIPER.TEST = CN()
@@ -366,10 +383,16 @@ def add_sniper_config(cfg):
     # smaller box's area goes too (SAHI's "IOS").
     _C.SNIPER.TEST.MERGE_IOS = 0.8
     _C.SNIPER.TEST.SOFT_NMS_SIGMA = 0.55
-    # Detections with a score below this are dropped before merging.
-    _C.SNIPER.TEST.SCORE_THRESH = 0.05
-    # Detections kept per full image after merging (also COCOEvaluator's max_dets_per_image).
-    _C.SNIPER.TEST.MAX_DETECTIONS = 500
+    # Cross-class merge after the per-class one (SAHI's class-agnostic postprocessing): where boxes
+    # of different classes overlap with IoU above this, only the highest-scoring one stays (one class
+    # per object). -1 = off: classes never suppress each other. Off by default: it costs AP, as COCO
+    # AP scores each class apart and a second class's box is the hit when the first class is wrong
+    # (benchmarks/merge_ap.py, 3 demo models: validation AP -4.0, -4.0, -5.7 at 0.5 and -2.3, -0.7,
+    # -3.1 at 0.7; results/merge_ap.json). Set it (0.5) for drawn or counted results, one box per object.
+    _C.SNIPER.TEST.CROSS_CLASS_IOU = -1.0
+    # detectron2's own keys set the rest (MOVED_KEYS): MODEL.ROI_HEADS.SCORE_THRESH_TEST drops each
+    # tile's detections below it before merging; TEST.DETECTIONS_PER_IMAGE caps the detections of
+    # each tile and of each full image after merging (also COCOEvaluator's max_dets_per_image).
     # "full": every scale over the whole image. "autofocus": the coarsest scale over the whole
     # image, each finer scale only inside the focus chips of the scale above (AutoFocus, Najibi et
     # al., ICCV 2019); needs a model with a focus head (SNIPER.AUTOFOCUS below).

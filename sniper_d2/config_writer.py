@@ -6,9 +6,9 @@ user's config as ``_BASE_`` and add what the data decides:
 
 - ``MODEL.ROI_HEADS.NUM_CLASSES``: the training json's category count;
 - ``SNIPER.REGISTER_COCO`` / ``DATASETS.TRAIN`` / ``DATASETS.TEST``: the jsons given;
-- a detection cap above the most crowded image (``TEST.DETECTIONS_PER_IMAGE``,
-  ``SNIPER.TEST.MAX_DETECTIONS``, and for the baseline ``MODEL.RPN.POST_NMS_TOPK_TEST``), the same
-  in both configs, so neither is capped below what the data holds;
+- a detection cap above the most crowded image (``TEST.DETECTIONS_PER_IMAGE``, and for the baseline
+  ``MODEL.RPN.POST_NMS_TOPK_TEST``), the same in both configs, so neither is capped below what the
+  data holds;
 - SNIPER: the derived ``SNIPER:`` section (:class:`sniper_d2.stats.ScaleSuggestion`);
 - baseline: ``SNIPER.ENABLED False``, ``B`` whole images per iteration resized to a short side ``S``
   such that ``B * S^2 * aspect`` (median long/short side of the training images) equals SNIPER's
@@ -205,7 +205,6 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
         "  ENABLED: True",
         f"  REGISTER_COCO: {_register(infos, roots)}",
         *suggestion.yaml_lines(),
-        f"    MAX_DETECTIONS: {cap}",
         f"OUTPUT_DIR: \"{os.path.join(out_root, train.name + '_sniper')}\"",
     ]) + "\n"
     lr = base_lr * images_per_iter / chips_per_iter
@@ -217,8 +216,6 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
         "SNIPER:",
         "  ENABLED: False",
         f"  REGISTER_COCO: {_register(infos, roots)}",
-        "  TEST:",
-        f"    MAX_DETECTIONS: {cap}",
         "SOLVER:",
         f"  IMS_PER_BATCH: {images_per_iter}",
         f"  BASE_LR: {lr:.6g}",
@@ -255,7 +252,6 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
             "    VALID_RANGES: [[0.0, -1.0]]",
             f"    TILE_SIZE: {chip}",
             f"    TILE_OVERLAP: {slicing.test_overlap_px}",
-            f"    MAX_DETECTIONS: {cap}",
             f"OUTPUT_DIR: \"{os.path.join(out_root, train.name + '_sliced')}\"",
         ]) + "\n"
     os.makedirs(output_dir, exist_ok=True)

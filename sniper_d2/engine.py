@@ -4,15 +4,23 @@ detectron2 0.6's ``launch`` asserts CUDA and uses NCCL, and its ``create_ddp_mod
 ``device_ids=[local_rank]``, which DistributedDataParallel rejects for a CPU module. We keep the real
 ``launch`` for GPUs and add:
 
-- :func:`launch_cpu`: spawns N processes with a gloo process group (and detectron2's local group);
+- :func:`launch_cpu`: spawns N processes on this machine, joined by a gloo process group;
 - :func:`create_ddp_model`: like detectron2's, with ``device_ids=None`` for CPU models;
-- :func:`install_cpu_ddp_support`: makes ``DefaultTrainer`` use it (it calls the module-level name).
+- :func:`install_cpu_ddp_support`: makes ``DefaultTrainer`` use it. detectron2 0.6 has no public
+  way to choose the DDP wrapper of ``DefaultTrainer`` (its ``__init__`` calls the module-level
+  ``create_ddp_model``), so this rebinds that public name, in the CPU worker processes only.
+
+Only public ``detectron2.utils.comm`` functions are used. Its local process group is not created:
+on one machine ``comm.get_local_size()`` is then the world size, as it should be, and
+``comm.get_local_rank()`` is only read by detectron2's ``create_ddp_model``, which CPU models do not
+go through.
 
 :func:`sniper_d2.cli.run_cli` picks between ``launch`` and :func:`launch_cpu`.
 """
 
-import gc
 import logging
+import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -41,38 +49,57 @@ def install_cpu_ddp_support():
     d2_defaults.create_ddp_model = create_ddp_model
 
 
-def _cpu_worker(rank, main_func, world_size, dist_url, args):
+# Exit status of a worker that stopped on a user error (sniper_d2.cli.user_errors).
+USER_ERROR_EXIT = 3
+
+
+def _cpu_worker(rank, main_func, world_size, dist_url, args, user_error_queue):
+    from .cli import user_errors
+
     dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=rank)
-    # One machine: the local group is everyone (detectron2's comm.get_local_rank() reads it).
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
     install_cpu_ddp_support()
     torch.set_num_threads(max(1, torch.get_num_threads() // world_size))
     try:
-        main_func(*args)
-        dist.barrier()  # leave together: rank 0 may still be evaluating after the gather
-    finally:
-        _destroy_process_groups()
-
-
-def _destroy_process_groups():
-    """Destroy the gloo groups and drop every reference to them before the interpreter exits.
-
-    detectron2 keeps groups alive in ``comm._LOCAL_PROCESS_GROUP`` and in the ``lru_cache`` of
-    ``comm._get_global_gloo_group``. A group destroyed by ``dist.destroy_process_group`` but still
-    referenced there is freed during interpreter shutdown, and its gloo threads then abort the process
-    ("terminate called without an active exception", SIGABRT) in about 1 run in 20.
-    """
+        main_func(*args)  # another exception goes to the parent through torch.multiprocessing
+    except user_errors() as e:  # the parent prints it in one line (sys.argv is the parent's)
+        user_error_queue.put(f"{os.path.basename(sys.argv[0])}: error: {e}")
+        os._exit(USER_ERROR_EXIT)
+    dist.barrier()  # leave together: rank 0 may still be evaluating after the gather
     dist.destroy_process_group()
-    comm._LOCAL_PROCESS_GROUP = None
-    comm._get_global_gloo_group.cache_clear()
-    gc.collect()
+    _exit_now()
+
+
+def _exit_now():
+    """End a finished worker process without the interpreter's teardown (logs and streams flushed).
+
+    detectron2's ``comm`` keeps the world group in a cache that has no public way to be cleared
+    (``comm.all_gather`` / ``comm.gather`` fill it). A destroyed gloo group still referenced there is
+    freed during interpreter shutdown, and its threads then abort the process ("terminate called
+    without an active exception", SIGABRT, about 1 run in 20). A worker has nothing left to do at
+    this point, so it leaves before that teardown.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=()):
-    """Run ``main_func(*args)`` in ``num_processes`` CPU processes joined by a gloo group."""
+    """Run ``main_func(*args)`` in ``num_processes`` CPU processes joined by a gloo group.
+
+    A user error (:func:`sniper_d2.cli.user_errors`) in a worker ends the program with one line,
+    ``<program>: error: <message>``, and status 1, as in one process.
+    """
     if num_processes <= 1:
         return main_func(*args)
     logger.info(f"launching {num_processes} CPU processes (gloo) at {dist_url}")
-    mp.start_processes(_cpu_worker, nprocs=num_processes, args=(main_func, num_processes, dist_url, args),
-                       daemon=False, start_method="spawn")
+    user_errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.start_processes(_cpu_worker, nprocs=num_processes,
+                           args=(main_func, num_processes, dist_url, args, user_errors),
+                           daemon=False, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        if e.exit_code == USER_ERROR_EXIT and not user_errors.empty():
+            sys.exit(user_errors.get())  # the first worker's line; status 1, as in one process
+        raise
 

@@ -237,15 +237,15 @@ def plan_images(jobs, params, epochs, seed):
     scales = np.stack([np.broadcast_to(resolve_scale(entry, (sizes[:, 0], sizes[:, 1]), params.chip_size),
                                        len(jobs)) for entry in params.scales], axis=1).astype(np.float64)
 
-    def problems(boxes, image, valid):
-        """Covers of the (image, scale) pairs with a valid box, one per epoch: box rows, problem of
-        each row, and per problem (image, scale index, epoch)."""
+    def problems(boxes, image, valid, e=np.arange(epochs)):
+        """Covers of the (image, scale) pairs with a valid box, one per epoch of ``e``: box rows,
+        problem of each row, and per problem (image, scale index, epoch)."""
         b, s = np.nonzero(valid)
         pair, pair_of_box = np.unique(image[b] * num_scales + s, return_inverse=True)
-        e = np.arange(epochs)
-        rows = np.repeat(b, epochs)
-        problem = (np.repeat(pair_of_box, epochs) * epochs + np.tile(e, len(b)))
-        img, sc = np.repeat(pair // num_scales, epochs), np.repeat(pair % num_scales, epochs)
+        num_e = len(e)
+        rows = np.repeat(b, num_e)
+        problem = (np.repeat(pair_of_box, num_e) * num_e + np.tile(np.arange(num_e), len(b)))
+        img, sc = np.repeat(pair // num_scales, num_e), np.repeat(pair % num_scales, num_e)
         return boxes[rows], problem, (img, sc, np.tile(e, len(pair)))
 
     def seeds(img, sc, ep, *extra):
@@ -258,10 +258,14 @@ def plan_images(jobs, params, epochs, seed):
     for s in range(num_scales):  # one call per scale: the covers of a call are padded to its largest
         only_s = np.zeros_like(valid)
         only_s[:, s] = valid[:, s]
-        rows, problem, (img, sc, ep) = problems(boxes, image, only_s)
-        p, chips = batch_positive_chips(rows, problem, sizes[img], scales[img, sc], params.chip_size,
-                                        params.stride, seeds(img, sc, ep))
-        pos.append((img[p], sc[p], ep[p], chips))
+        # A large image (an orthomosaic) has large score arrays: fewer epochs per call then.
+        count = np.bincount(image[valid[:, s]], minlength=len(jobs))
+        cells = len(jobs) * _cover_cells(count, sizes, scales[:, s], params.stride).max(initial=1)
+        for group in _epoch_groups(epochs, cells):
+            rows, problem, (img, sc, ep) = problems(boxes, image, only_s, group)
+            p, chips = batch_positive_chips(rows, problem, sizes[img], scales[img, sc], params.chip_size,
+                                            params.stride, seeds(img, sc, ep))
+            pos.append((img[p], sc[p], ep[p], chips))
     img, sc, ep, pos_chips = (np.concatenate(c) for c in zip(*pos))
     out = [(img, sc, ep, pos_chips, np.zeros(len(img), bool))]
 
@@ -335,6 +339,25 @@ def slice_images(jobs, params, epochs):
             "chips": chips.astype(np.float32).reshape(-1, 4), "is_negative": np.zeros(len(chips), bool)}
 
 
+def _cover_cells(num_boxes, sizes, scales, stride):
+    """(I,) float: about how many cells the greedy's score array of one cover holds: the compressed
+    grid (at most boxes x boxes cells, never more than the grid of chip positions).
+
+    Args:
+        num_boxes: (I,) boxes to cover per image. sizes: (I, 2) (height, width) original pixels.
+        scales: (I,) resize factors. stride (int): grid step in scaled pixels.
+    """
+    grid = (sizes[:, 0] * scales / stride + 3) * (sizes[:, 1] * scales / stride + 3)
+    return np.minimum((np.asarray(num_boxes, np.float64) + 1) ** 2, grid)
+
+
+def _epoch_groups(epochs, cells_per_epoch):
+    """Epochs covered in one call (as ranges of epoch numbers): score arrays of about
+    ``_CELLS_PER_CHUNK`` cells at most, all epochs at once when they fit."""
+    size = int(max(1, min(epochs, _CELLS_PER_CHUNK // max(1.0, float(cells_per_epoch)))))
+    return [np.arange(e, min(e + size, epochs)) for e in range(0, epochs, size)]
+
+
 def _plan_chunk(job):
     chunk, params, epochs, seed = job
     return plan_images(chunk, params, epochs, seed)
@@ -380,16 +403,22 @@ def _clean_inputs(records, indices, proposals, dropped):
     return jobs
 
 
-def _chunks(jobs, problems_per_image, workers):
-    """Groups of images planned in one call: images of similar box counts together (the covers of a
+def _chunks(jobs, params, epochs, workers):
+    """Groups of images planned in one call: images of similar cost together (the covers of a
     call are padded to its largest), each group's padded score arrays about ``_CELLS_PER_CHUNK``
     cells at most, and at most ``_MAX_IMAGES_PER_CHUNK`` images (fewer with ``workers`` processes,
     so that each gets several groups)."""
     cells, max_images = _CELLS_PER_CHUNK, _MAX_IMAGES_PER_CHUNK
     if workers > 0:
         max_images = min(max_images, max(16, -(-len(jobs) // (4 * workers))))
-    props = [max([len(p) for p in j[3] or () if p is not None], default=0) for j in jobs]
-    cost = problems_per_image * ((np.asarray([len(j[1]) for j in jobs]) + 1) ** 2 + (np.asarray(props) + 1) ** 2)
+    sizes = np.asarray([j[0] for j in jobs], np.float64).reshape(-1, 2)
+    boxes = np.asarray([len(j[1]) for j in jobs])
+    props = np.asarray([max([len(p) for p in j[3] or () if p is not None], default=0) for j in jobs])
+    cost = np.zeros(len(jobs))
+    for entry in params.scales:
+        scale = np.broadcast_to(resolve_scale(entry, (sizes[:, 0], sizes[:, 1]), params.chip_size), len(jobs))
+        cost += epochs * (_cover_cells(boxes, sizes, scale, params.stride)
+                          + _cover_cells(props, sizes, scale, params.stride))
     chunks, current = [], []
     for k in np.argsort(cost, kind="stable"):
         if current and ((len(current) + 1) * cost[k] > cells or len(current) >= max_images):
@@ -434,7 +463,7 @@ def build_plan(records, params, epochs, seed, num_workers=0, proposals=None, pro
     indices = range(rank, len(records), world)
     dropped = Counter()
     pool = num_workers > 0 and len(indices) >= _MIN_IMAGES_PER_POOL
-    chunks = _chunks(_clean_inputs(records, indices, proposals, dropped), epochs * len(params.scales),
+    chunks = _chunks(_clean_inputs(records, indices, proposals, dropped), params, epochs,
                      num_workers if pool else 0)
     jobs = [(c, params, epochs, seed) for c in chunks]
     with tqdm(total=len(indices), desc="planning chips", unit="img", disable=not progress) as bar:

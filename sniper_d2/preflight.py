@@ -110,15 +110,17 @@ def preflight(cfg, purpose="train", strict_data=True):
 
 
 def _file_logger(output_dir, rank):
-    """A logger writing plain lines to the run's log file only (detectron2's stream for that file)."""
-    from detectron2.utils.logger import _cached_log_stream
+    """A logger writing plain lines to the run's log file only.
 
+    A ``logging.FileHandler`` of ours on the file detectron2's ``setup_logger`` also appends to:
+    both open it in append mode and flush every record, so the lines stay in order.
+    """
     logger = logging.getLogger("sniper_d2.setup_dump")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     if output_dir and not logger.handlers:
         filename = os.path.join(output_dir, "log.txt") + (f".rank{rank}" if rank > 0 else "")
-        handler = logging.StreamHandler(_cached_log_stream(filename))
+        handler = logging.FileHandler(filename, mode="a")
         handler.setFormatter(logging.Formatter("[%(asctime)s] d2.engine.defaults INFO: %(message)s",
                                                datefmt="%m/%d %H:%M:%S"))
         logger.addHandler(handler)

@@ -6,7 +6,10 @@ when missing. We do the same at start-up, so that a machine without internet fai
 message that says what to do, instead of with a network error from deep inside the checkpointer.
 """
 
-__all__ = ["WeightsError", "resolve_weights"]
+import contextlib
+import pickle
+
+__all__ = ["WeightsError", "resolve_weights", "checkpoint_read_errors"]
 
 _URL_PREFIXES = ("detectron2://", "http://", "https://", "catalog://")
 
@@ -45,3 +48,16 @@ def resolve_weights(weights):
             f"MODEL.WEIGHTS is {weights}, which is not in iopath's cache and could not be downloaded ({e}). "
             "Download it on a machine with internet and pass the file: `MODEL.WEIGHTS /path/to/R-50.pkl` "
             "on the command line, or train from scratch with `MODEL.WEIGHTS \"\"`.") from e
+
+
+@contextlib.contextmanager
+def checkpoint_read_errors(path):
+    """Within this context, the errors ``torch.load`` / ``pickle`` raise for a file that is not a
+    checkpoint they can read (a text file, a truncated download, a newer format) become one
+    :class:`WeightsError` naming ``path`` and the reason (the first line of the original message).
+    """
+    try:
+        yield
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: not a checkpoint this torch can read ({reason})") from e

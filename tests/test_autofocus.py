@@ -372,7 +372,7 @@ def test_infer_tool_draws_focus_and_reports_pixels_per_scale(tmp_path):
     opts = ["MODEL.META_ARCHITECTURE", "AutoFocusToolOracle", "MODEL.WEIGHTS", str(tmp_path / "oracle.pth"),
             "SNIPER.REGISTER_COCO", "()", "SNIPER.TEST.SCALES", "(2.0, 1.0, 0.5)",
             "SNIPER.TEST.VALID_RANGES", "((0, 40), (30, 120), (100, -1))", "SNIPER.TEST.TILE_SIZE", "256",
-            "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0", "SNIPER.TEST.MODE", "autofocus",
+            "SNIPER.TEST.TILE_OVERLAP", "128", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "SNIPER.TEST.MODE", "autofocus",
             "SNIPER.AUTOFOCUS.THRESHOLDS", "(0.5, 0.5, 0.5)", "SNIPER.AUTOFOCUS.DILATIONS", "(1, 1, 1)",
             "SNIPER.AUTOFOCUS.MIN_CHIP_SIZES", "(128, 128, 128)"]
     out = tmp_path / "out"

@@ -51,3 +51,57 @@ def test_parse_with_overrides_takes_config_keys_away_from_list_options(tmp_path,
     assert args.json == ["TEST.JPG"] and args.opts == ["MODEL.DEVICE", "cpu"]
     with pytest.raises(SystemExit):  # a value that is not a key still reaches the option and fails there
         parse_with_overrides(p, ["--seeds", "1", "model.weights", "x"])
+
+
+BLOCKER = """
+import sys
+
+class _Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"PIL", "torch", "detectron2", "cv2"}:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, _Missing())
+"""
+
+
+def test_count_options_refuse_values_below_their_minimum():
+    import argparse
+
+    from sniper_d2.cli import count_arg
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--epochs", type=count_arg(1))
+    assert p.parse_args(["--epochs", "3"]).epochs == 3
+    for bad in ("0", "-2", "x", "1.5"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--epochs", bad])
+
+
+def test_a_path_through_a_file_is_a_user_error(tmp_path):
+    import os
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"^tool.py: error: .*file"):
+        run_main(os.makedirs, "tool.py", str(tmp_path / "file" / "sub"))
+
+
+def test_planning_tools_answer_help_with_numpy_only(tmp_path):
+    """plan_chips.py and compute_scale_stats.py --help on a Python without Pillow, torch, detectron2."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
+    for tool in ("tools/plan_chips.py", "tools/compute_scale_stats.py"):
+        proc = subprocess.run([sys.executable, tool, "--help"], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith("usage:"), proc.stderr[-2000:]
+    check = ("import sniper_d2.cli as c; assert 'sniper_d2.image_io' not in sys.modules; "
+             "print(sorted(e.__name__ for e in c.user_errors() if e.__module__.startswith('sniper_d2')))")
+    proc = subprocess.run([sys.executable, "-c", "import sys; " + check], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.strip() == "['ArtifactError', 'ConfigError', 'DatasetError']", proc.stderr[-2000:]

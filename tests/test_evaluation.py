@@ -19,7 +19,9 @@ from detectron2.structures import Boxes, Instances
 from sniper_d2.config import add_sniper_config
 from sniper_d2.data.datasets import register_coco_json
 from sniper_d2.inference.evaluation import (FullImageMapper, SniperCOCOEvaluator, SniperTiledInference, build_sniper_evaluator,
-                                  build_sniper_test_loader, run_sniper_inference_on_dataset)
+                                  build_sniper_test_loader, run_sniper_inference_on_dataset,
+                                  sniper_inference_model)
+from sniper_d2.image_io import ImageReadError
 from sniper_d2.inference import TiledInferenceParams
 from test_stitching_oracle import OracleModel, make_dataset
 
@@ -33,7 +35,7 @@ def sniper_cfg(**test_keys):
     cfg.SNIPER.TEST.VALID_RANGES = ((0.0, 40.0), (30.0, 120.0), (100.0, -1.0))
     cfg.SNIPER.TEST.TILE_SIZE = 256
     cfg.SNIPER.TEST.TILE_OVERLAP = 128
-    cfg.SNIPER.TEST.SCORE_THRESH = 0.0
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     for key, value in test_keys.items():
         setattr(cfg.SNIPER.TEST, key, value)
     return cfg
@@ -78,14 +80,17 @@ def test_soft_nms_merge_also_gives_ap_1(oracle_dataset, tmp_path):
     assert res["bbox"]["AP"] == pytest.approx(100.0), res
 
 
-def test_the_test_loader_gives_full_images_at_their_original_size(oracle_dataset):
+def test_the_test_loader_gives_full_images_at_their_original_size_read_later_by_windows(oracle_dataset):
     cfg = sniper_cfg()
     cfg.INPUT.MIN_SIZE_TEST = 800  # the stock mapper would resize 600x900 to 800x1200
     batches = list(build_sniper_test_loader(cfg, "eval_oracle"))
     assert len(batches) == 2 and all(len(b) == 1 for b in batches)
     for (item,) in batches:
-        assert item["image"].shape == (600, 900, 3) and item["image"].dtype == np.uint8
+        assert "image" not in item and item["image_format"] == cfg.INPUT.FORMAT  # no pixel decoded yet
         assert (item["height"], item["width"]) == (600, 900)
+    model = sniper_inference_model(cfg, OracleModel()).eval()
+    (out,) = model(batches[0])
+    assert out["instances"].image_size == (600, 900) and len(out["instances"]) > 0
 
 
 def test_the_evaluator_keeps_max_detections_per_image_not_100(tmp_path):
@@ -103,7 +108,9 @@ def test_the_evaluator_keeps_max_detections_per_image_not_100(tmp_path):
         evaluator.process(inputs, outputs)
         return evaluator.evaluate()["bbox"]["AP"]
 
-    assert ap(build_sniper_evaluator(sniper_cfg(MAX_DETECTIONS=500), "eval_dense")) == pytest.approx(100.0)
+    cfg = sniper_cfg()
+    cfg.TEST.DETECTIONS_PER_IMAGE = 500
+    assert ap(build_sniper_evaluator(cfg, "eval_dense")) == pytest.approx(100.0)
     assert ap(COCOEvaluator("eval_dense", tasks=("bbox",), use_fast_impl=False)) < 70.0  # stock: 100 per image
 
 
@@ -119,7 +126,7 @@ def test_the_evaluator_refuses_detections_in_another_frame(oracle_dataset):
 
 def test_the_mapper_refuses_an_image_whose_size_differs_from_the_data_set(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((50, 70, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"a\.png: image is 70x50 .* says 80x50"):
+    with pytest.raises(ImageReadError, match=r"a\.png: image is 70x50 .* says 80x50"):
         FullImageMapper()({"file_name": str(tmp_path / "a.png"), "image_id": 1, "height": 50, "width": 80})
 
 

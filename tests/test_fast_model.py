@@ -1,12 +1,15 @@
-"""prepare_for_inference: batch norms folded into convolutions, channels-last weights; same outputs."""
+"""prepare_for_inference: batch norms folded into convolutions, channels-last weights; same outputs.
+build_inference_model: the one way tools get a prepared model from a config."""
 
+import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 import sniper_d2.modeling  # noqa: F401
 from sniper_d2.cli import setup_cfg
-from sniper_d2.inference.fast_model import fold_batch_norms, prepare_for_inference
+from sniper_d2.inference.fast_model import build_inference_model, fold_batch_norms, prepare_for_inference
 
 
 def _random_stats(model, seed, spread=1.0):
@@ -52,3 +55,41 @@ def test_a_prepared_detector_finds_the_same_boxes():
         torch.testing.assert_close(g.pred_boxes.tensor, e.pred_boxes.tensor, rtol=1e-3, atol=1e-2)
         torch.testing.assert_close(g.scores, e.scores, rtol=1e-3, atol=1e-4)
         assert torch.equal(g.pred_classes, e.pred_classes)
+
+
+def test_folding_a_conv_whose_norm_has_no_affine_parameters():
+    conv = Conv2d(3, 4, 1, bias=True, norm=torch.nn.BatchNorm2d(4, affine=False)).eval()
+    conv.norm.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+    conv.norm.running_var.copy_(torch.tensor([0.25, 4.0, 1.0, 9.0]))
+    x = torch.randn(1, 3, 5, 5)
+    expected = conv(x)
+    assert fold_batch_norms(conv) == 1
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
+    assert not conv.weight.requires_grad and not conv.bias.requires_grad
+
+
+def test_the_inference_model_is_the_checkpoint_prepared(tmp_path):
+    cfg = setup_cfg("configs/sniper_tiny_cpu.yaml", ["SNIPER.TEST.PRECISION", "fp32"], purpose="read")
+    torch.manual_seed(0)
+    trained = build_model(cfg).eval()
+    _random_stats(trained, 2, spread=0.3)
+    DetectionCheckpointer(trained, save_dir=str(tmp_path)).save("trained")
+    model = build_inference_model(cfg, str(tmp_path / "trained.pth"))
+    assert not model.training
+    assert not any(isinstance(m, Conv2d) and m.norm is not None for m in model.modules())
+    image = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "height": 64, "width": 64}]
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(model.preprocess_image(image).tensor)["p2"],
+                                   trained.backbone(trained.preprocess_image(image).tensor)["p2"],
+                                   rtol=1e-3, atol=2e-3)
+
+
+def test_an_inference_model_without_weights_is_refused_in_one_line(tmp_path):
+    cfg = setup_cfg("configs/sniper_tiny_cpu.yaml", [], purpose="read")
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS is empty"):
+        build_inference_model(cfg, "")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_inference_model(cfg, str(tmp_path / "missing.pth"))
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(FileNotFoundError, match=r"notes\.pth: not a checkpoint this torch can read \([^\n]*\)$"):
+        build_inference_model(cfg, str(tmp_path / "notes.pth"))

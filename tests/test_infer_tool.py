@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
     opts = ["MODEL.META_ARCHITECTURE", "FolderOracle", "MODEL.WEIGHTS", str(root / "oracle.pth"),
             "SNIPER.REGISTER_COCO", f'(("infer_tool_gt", "{gt_path}", ""),)', "DATASETS.TEST", '("infer_tool_gt",)',
             "SNIPER.TEST.SCALES", "(2.0, 1.0, 0.5)", "SNIPER.TEST.VALID_RANGES", "((0, 40), (30, 120), (100, -1))",
-            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "SNIPER.TEST.SCORE_THRESH", "0.0"]
+            "SNIPER.TEST.TILE_SIZE", "256", "SNIPER.TEST.TILE_OVERLAP", "128", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
     return gt_path, images, opts
 
 
@@ -90,7 +90,9 @@ def test_results_json_is_the_ground_truth_and_unreadable_files_are_skipped(setup
     assert sorted(os.listdir(out)) == ["0.jpg", "0_2.jpg", "results.json", "results_meta.json"]
     drawn = cv2.imread(str(out / "0_2.jpg"))
     original = cv2.imread(files[2])
-    assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).mean() > 0.5
+    h = original.shape[0]  # the drawn copy has a legend strip under the image
+    assert drawn.shape[1:] == original.shape[1:] and drawn.shape[0] > h
+    assert np.abs(drawn[:h].astype(int) - original).mean() > 0.5
 
 
 def test_confidence_threshold_filters_results(setup, tmp_path):
@@ -115,3 +117,18 @@ def test_a_missing_config_file_is_an_error_naming_it(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such.yaml"):
         run_tool(["--config-file", str(tmp_path / "no_such.yaml"), "--input", str(tmp_path),
                   "--output", str(tmp_path / "out")], [])
+
+
+def test_draw_focus_without_autofocus_is_refused_before_the_model_loads(setup, tmp_path, monkeypatch):
+    from sniper_d2.config import ConfigError
+    from sniper_d2.inference import fast_model
+
+    _, images, opts = setup
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the arguments were checked")
+
+    monkeypatch.setattr(fast_model, "build_inference_model", no_model)
+    with pytest.raises(ConfigError, match="--draw-focus needs SNIPER.TEST.MODE autofocus"):
+        run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"), "--input", str(images),
+                  "--output", str(tmp_path / "out"), "--draw-focus"], opts)

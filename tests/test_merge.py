@@ -126,3 +126,62 @@ def test_nested_nms_removes_a_box_inside_a_better_one_that_nms_keeps():
     assert len(merge_detections(boxes, scores, classes, "nms", 0.5)[0]) == 3
     b, s, c = merge_detections(boxes, scores, classes, "nested_nms", 0.5, ios_threshold=0.8)
     assert b.tolist() == [whole, other_class] and c.tolist() == [0, 1]
+
+
+def test_cross_class_merge_keeps_the_highest_scoring_class_per_object():
+    square = [10, 10, 50, 50]
+    boxes = torch.tensor([square, [11, 11, 51, 50], [100, 100, 140, 140], [101, 100, 140, 141], [200, 0, 230, 30]],
+                         dtype=torch.float32)
+    scores = torch.tensor([0.6, 0.9, 0.8, 0.7, 0.5])  # object 1: class 1 wins; object 2: class 0 wins
+    classes = torch.tensor([0, 1, 0, 2, 1])
+    for method in ("nms", "nested_nms", "soft_nms"):
+        assert len(merge_detections(boxes, scores, classes, method, 0.5)[0]) == 5, "off: classes never compete"
+        b, s, c = merge_detections(boxes, scores, classes, method, 0.5, cross_class_iou=0.7)
+        assert c.tolist() == [1, 0, 1] and s.tolist() == pytest.approx([0.9, 0.8, 0.5]), method
+        assert b.tolist() == [[11, 11, 51, 50], [100, 100, 140, 140], [200, 0, 230, 30]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 120), seed=st.integers(0, 10_000), thr=st.sampled_from([0.3, 0.5, 0.7]),
+       cross=st.sampled_from([0.5, 0.8]))
+def test_cross_class_merge_equals_per_class_then_class_agnostic_brute_force(n, seed, thr, cross):
+    boxes, scores, classes = random_detections(n, seed=seed, image_side=300, classes=3)
+    per_class = python_nms(boxes.tolist(), scores.tolist(), classes.tolist(), thr)
+    survivors = boxes[per_class]
+    agnostic = python_nms(survivors.tolist(), scores[per_class].tolist(), [0] * len(per_class), cross)
+    b, s, c = merge_detections(torch.as_tensor(boxes), torch.as_tensor(scores), torch.as_tensor(classes),
+                               "nms", thr, top_k=10_000, cross_class_iou=cross)
+    assert sorted(map(tuple, b.tolist())) == sorted(map(tuple, survivors[agnostic].tolist()))
+    assert (s[:-1] >= s[1:]).all(), "sorted by decreasing score"
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    wh = (torch.minimum(b[:, None, 2:], b[None, :, 2:]) - lt).clamp(min=0)
+    area = (b[:, 2:] - b[:, :2]).prod(1)
+    inter = wh.prod(-1)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    assert not (iou.triu(1) > cross).any(), "no two kept boxes of any classes overlap above the threshold"
+
+
+def test_cross_class_iou_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="cross-class IoU threshold"):
+        merge_detections(torch.zeros((1, 4)), torch.ones(1), torch.zeros(1, dtype=torch.long), "nms",
+                         cross_class_iou=1.5)
+
+
+def test_the_predictor_merges_across_classes_when_the_config_asks():
+    from detectron2.config import get_cfg
+
+    from sniper_d2.config import ConfigError, add_sniper_config
+    from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+
+    cfg = get_cfg()
+    add_sniper_config(cfg)
+    assert TiledInferenceParams.from_cfg(cfg).cross_class_iou == -1.0, "off by default"
+    cfg.SNIPER.TEST.CROSS_CLASS_IOU = 0.6
+    params = TiledInferenceParams.from_cfg(cfg)
+    parts = [(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([0.7]), torch.tensor([0])),
+             (torch.tensor([[0.0, 0.0, 10.0, 11.0]]), torch.tensor([0.8]), torch.tensor([2]))]
+    det = MultiScaleTiledPredictor(None, params).merge(parts)
+    assert det["classes"].tolist() == [2] and det["scores"].tolist() == pytest.approx([0.8])
+    cfg.SNIPER.TEST.CROSS_CLASS_IOU = 0.0
+    with pytest.raises(ConfigError, match="CROSS_CLASS_IOU"):
+        TiledInferenceParams.from_cfg(cfg)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-import tifffile
+import rasterio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_tiling import BlobModel, ONE_SCALE, painted  # noqa: E402
@@ -32,7 +32,9 @@ def images(tmp_path_factory):
         ext = ".png" if i % 2 == 0 else ".tif"
         path = str(d / f"im{i}{ext}")
         if ext == ".tif":
-            tifffile.imwrite(path, painted(h, w, boxes)[..., ::-1], photometric="rgb", tile=(32, 32))
+            with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", tiled=True,
+                               blockxsize=32, blockysize=32) as ds:
+                ds.write(painted(h, w, boxes)[..., ::-1].transpose(2, 0, 1))
         else:
             cv2.imwrite(path, painted(h, w, boxes))
         paths.append(path)
@@ -91,3 +93,32 @@ def test_tile_loader_workers_default_to_none_on_the_cpu_and_the_loader_setting_o
     assert tile_loader_workers(cfg) == 2
     cfg.MODEL.DEVICE = "cpu"
     assert tile_loader_workers(cfg) == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_autofocus_through_the_pipeline_equals_autofocus_on_the_whole_image(tmp_path, workers):
+    """Workers cut the coarse pass, the main process zooms in on a reader: the same result as
+    AutoFocus on the decoded image."""
+    import json
+
+    from test_autofocus import PARAMS as AUTOFOCUS_PARAMS, FocusOracleModel
+    from test_stitching_oracle import make_dataset
+
+    from sniper_d2.inference import TiledInferenceParams
+
+    gt = json.load(open(make_dataset(str(tmp_path), n=2, seed=3)))
+    paths = [str(tmp_path / entry["file_name"]) for entry in gt["images"]]
+    predictor = MultiScaleTiledPredictor(FocusOracleModel(), TiledInferenceParams(
+        **AUTOFOCUS_PARAMS, mode="autofocus", focus_thresholds=(0.5, 0.5, 0.5), focus_dilations=(1, 1, 1),
+        focus_min_chip_sizes=(128, 128, 128)))
+    tasks = [ImageTask(i, p) for i, p in enumerate(paths)]
+    got = {i: det for i, det, _, _ in run_tiled_inference(predictor, build_tile_loader(tasks, predictor,
+                                                                                        num_workers=workers))}
+    for i, path in enumerate(paths):
+        alone = predictor(read_image(path))
+        assert set(alone["autofocus"]["maps"]) == {2, 1}  # guard: both finer scales zoomed in
+        for key in ("boxes", "scores", "classes"):
+            np.testing.assert_array_equal(got[i][key].numpy(), alone[key].numpy(), err_msg=f"{path} {key}")
+        np.testing.assert_array_equal(got[i]["pixels"], alone["pixels"])
+        for s_idx, chips in alone["autofocus"]["chips"].items():
+            np.testing.assert_array_equal(got[i]["autofocus"]["chips"][s_idx], chips)

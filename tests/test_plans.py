@@ -124,6 +124,22 @@ def test_worker_processes_give_the_same_plan(tmp_path):
     np.testing.assert_array_equal(serial.image_index, parallel.image_index)
 
 
+def test_a_large_image_planned_a_few_epochs_per_call_gives_the_same_plan(monkeypatch):
+    """An orthomosaic's score arrays are large, so its epochs are covered in groups: the chips are
+    those of all epochs covered in one call."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 3900, (600, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(6, 60, (600, 2))], 1).astype(np.float32)
+    records = [{"image_id": 0, "height": 4000, "width": 4000, "boxes": boxes, "iscrowd": np.zeros(600, bool)}]
+    together = build_plan(records, PARAMS, epochs=5, seed=2, progress=False)
+    monkeypatch.setattr(plans, "_CELLS_PER_CHUNK", 30_000)  # about one epoch of the finest scale per call
+    assert len(plans._epoch_groups(5, 25_000)) == 5
+    grouped = build_plan(records, PARAMS, epochs=5, seed=2, progress=False)
+    for k in ("epoch", "image_index", "scale_index", "scale", "chips", "is_negative"):
+        np.testing.assert_array_equal(getattr(grouped, k), getattr(together, k))
+    assert set(together.epoch.tolist()) == set(range(5))
+
+
 def test_save_load_round_trip(records, tmp_path):
     plan = build_plan(records, PARAMS, epochs=2, seed=0, progress=False)
     save_plan(tmp_path / "p.npz", plan, params=PARAMS, seed=0)

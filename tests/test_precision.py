@@ -27,6 +27,17 @@ def test_auto_is_bf16_exactly_where_the_cpu_runs_it_natively(monkeypatch, native
     assert resolve_precision("bf16", "cpu") == "bf16"  # asked for: honoured even where it is emulated
 
 
+def test_native_bf16_needs_amx_tiles_with_bf16_in_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    flags = precision_mod.cpu_flags(str(cpuinfo))
+    assert {"avx2", "amx_tile", "amx_bf16", "avx512_bf16"} <= flags
+    assert precision_mod.cpu_has_native_bf16(flags) == torch.backends.mkldnn.is_available()
+    assert not precision_mod.cpu_has_native_bf16(flags - {"amx_tile"})
+    assert not precision_mod.cpu_has_native_bf16({"avx2", "avx512_bf16"})  # bf16 emulated without AMX
+    assert precision_mod.cpu_flags(str(tmp_path / "missing")) == set()  # other systems: "auto" is fp32
+
+
 def test_unknown_or_impossible_precisions_are_refused_by_name():
     with pytest.raises(ConfigError, match="SNIPER.TEST.PRECISION must be one of"):
         resolve_precision("half", "cpu")

@@ -330,7 +330,7 @@ def test_tool_writes_sniper_and_baseline_configs_that_train_as_printed(tmp_path)
         assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
         assert [tuple(e) for e in cfg.SNIPER.REGISTER_COCO] == [("mine_train", train, ""), ("mine_val", val, "")]
         assert tuple(cfg.DATASETS.TRAIN) == ("mine_train",) and tuple(cfg.DATASETS.TEST) == ("mine_val",)
-        assert cfg.TEST.DETECTIONS_PER_IMAGE == cfg.SNIPER.TEST.MAX_DETECTIONS == 500  # > 279, same in both
+        assert cfg.TEST.DETECTIONS_PER_IMAGE == 500  # > 279, same in both
     sniper, baseline = cfgs["sniper"], cfgs["baseline"]
     assert sniper.SNIPER.ENABLED and not baseline.SNIPER.ENABLED
     assert baseline.MODEL.RPN.POST_NMS_TOPK_TEST >= 500

@@ -30,6 +30,19 @@ def test_unknown_config_key_on_command_line_is_refused():
         train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "SNIPER.SCALEZ", "(1.0,)"))
 
 
+@pytest.mark.parametrize("old, new", [("SNIPER.TEST.MAX_DETECTIONS", "TEST.DETECTIONS_PER_IMAGE"),
+                                      ("SNIPER.TEST.SCORE_THRESH", "MODEL.ROI_HEADS.SCORE_THRESH_TEST")])
+def test_a_key_that_moved_to_detectron2s_own_names_the_new_one(tmp_path, old, new):
+    section, key = old.rsplit(".", 1)
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text(f'_BASE_: "{ROOT}/configs/sniper_tiny_cpu.yaml"\nSNIPER:\n  TEST:\n    {key}: 0.5\n')
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/old\.yaml: {old} is no longer a key: set detectron2's {new} "):
+        train_net.setup(_args(str(cfg)))
+    with pytest.raises(ConfigError, match=rf"^command-line config override: {old} is no longer a key: .*{new}") as e:
+        train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", old, "0.5"))
+    assert "\n" not in str(e.value)
+
+
 def test_amp_without_cuda_is_refused_before_training(monkeypatch):
     import torch
 
@@ -123,3 +136,16 @@ def test_a_very_short_schedule_keeps_only_the_steps_inside_it(tmp_path):
     cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "b"), *NO_DATA,
                                 "SOLVER.MAX_ITER", "4"))
     assert tuple(cfg.SOLVER.STEPS) == (3,)
+
+
+def test_weights_that_are_not_a_checkpoint_are_refused_in_one_line(small_synthetic, tmp_path):
+    from conftest import tiny_cfg_opts
+
+    from sniper_d2.weights import WeightsError
+
+    bad = tmp_path / "notes.pth"
+    bad.write_text("not a checkpoint")
+    cfg = train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", *tiny_cfg_opts(small_synthetic, tmp_path / "out"),
+                                "MODEL.WEIGHTS", str(bad)))
+    with pytest.raises(WeightsError, match=r"notes\.pth: not a checkpoint this torch can read \([^\n]*\)$"):
+        train_net.Trainer(cfg).resume_or_load(resume=False)

@@ -17,7 +17,8 @@ Steps, each a command a user could run by hand (printed before it runs); steps 2
      chips mined from the proposals; evaluate both (they differ only in the negative chips);
   6. print the COCO AP tables side by side, and false positives per image on a distractor-heavy
      split (20-40 look-alike non-objects per image), with and without negative chips;
-  7. draw the final model's detections on the validation images (tools/infer.py).
+  7. draw the final model's detections on the validation images (tools/infer.py), one box per
+     object (nested_nms and the cross-class merge).
 Everything lands under ``--output`` (default ``output/demo``). One run per model: for mean and spread
 over seeds, see benchmarks/bench_accuracy.py.
 
@@ -102,10 +103,14 @@ def main(argv=None):
         print(f"  {name:<44s} {fixed['fp_per_image']:14.2f} {fixed['recall']:7.2f} {at_recall:>14s} "
               f"{matched['fp_on_distractors_per_image']:15.2f}")
 
+    # Pictures for a person: one box per object (nested fragments and a second class on the same
+    # object removed; benchmarks/merge_ap.py measures what each costs in AP, where the defaults above
+    # are used), drawn by sniper_d2.visualize (class colours, legend, labels that never overprint).
     drawn = os.path.join(args.output, "detections")
     ex.run([py, "tools/infer.py", "--config-file", sniper_cfg,
             "--input", os.path.join(args.data, "images", "val_*.jpg"), "--output", drawn,
-            "--confidence-threshold", "0.5", "MODEL.WEIGHTS", os.path.join(neg_out, "model_final.pth")])
+            "--confidence-threshold", "0.5", "MODEL.WEIGHTS", os.path.join(neg_out, "model_final.pth"),
+            "SNIPER.TEST.MERGE_METHOD", "nested_nms", "SNIPER.TEST.CROSS_CLASS_IOU", "0.5"])
     print(f"\nDone. Results: {args.output}/*/eval_results.json; drawn detections: {drawn}/")
 
 

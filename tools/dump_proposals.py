@@ -16,15 +16,12 @@ Examples:
 import os
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
-from detectron2.modeling import build_model
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
 from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import training_records  # noqa: E402
-from sniper_d2.inference.fast_model import prepare_for_inference  # noqa: E402
+from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.inference.proposal_dump import dump_proposals  # noqa: E402
 
 
@@ -32,10 +29,8 @@ def main(args):
     cfg = setup_cfg(args.config_file, args.opts, args, purpose="infer")
     if not cfg.MODEL.WEIGHTS:
         raise FileNotFoundError("MODEL.WEIGHTS is empty: give the weak detector's weights: MODEL.WEIGHTS path/to/model_final.pth")
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     # as tools/infer.py: batch norms folded, channels-last on CPU, backbone in SNIPER.TEST.PRECISION
-    prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION)
+    model = build_inference_model(cfg)
     records, _ = training_records(cfg)
     dump_proposals(cfg, model, records, args.output)
 

@@ -85,28 +85,22 @@ def list_inputs(patterns):
 
 def infer(args):
     """One process's work (every process runs it; see sniper_d2.inference.folder)."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
-    import sniper_d2.modeling  # noqa: F401  (registers the heads)
+    from sniper_d2.config import ConfigError
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
-    from sniper_d2.inference.fast_model import prepare_for_inference
+    from sniper_d2.inference.fast_model import build_inference_model
     from sniper_d2.inference.folder import infer_files
     from sniper_d2.inference.pipeline import tile_loader_workers
 
     setup_logger(name="sniper_d2", distributed_rank=comm.get_rank())
     cfg = setup_cfg(args.config_file, args.opts, purpose="infer")
-    if not cfg.MODEL.WEIGHTS:
-        raise FileNotFoundError("MODEL.WEIGHTS is empty: give the trained model, e.g. MODEL.WEIGHTS output/model_final.pth")
-    files = list_inputs(args.input)
     if args.draw_focus and cfg.SNIPER.TEST.MODE != "autofocus":
-        raise ValueError("--draw-focus needs SNIPER.TEST.MODE autofocus (and a model with a focus head)")
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    # eval mode, batch norms folded into the convolutions, channels-last on CPU, backbone in TEST.PRECISION
-    prepare_for_inference(model, precision=cfg.SNIPER.TEST.PRECISION)
+        raise ConfigError("--draw-focus needs SNIPER.TEST.MODE autofocus (and a model with a focus head)")
+    files = list_inputs(args.input)
+    # weights loaded, eval mode, batch norms folded, channels-last on CPU, backbone in TEST.PRECISION
+    model = build_inference_model(cfg)
     class_names, to_dataset_id = _categories(cfg)
     summary = infer_files(MultiScaleTiledPredictor(model, TiledInferenceParams.from_cfg(cfg)), files, args.output, cfg,
                           confidence_threshold=args.confidence_threshold, to_dataset_id=to_dataset_id,

@@ -10,6 +10,11 @@ Example:
     # -> datasets/synthetic/{train,val,clutter}.json and datasets/synthetic/images/*.jpg
     python tools/make_synthetic_dataset.py --dense --output datasets/dense --train 2 --val 1
     # -> a dense single-band set (one class, 500+ objects of 8-110 px in ~2300 px images)
+    python tools/make_synthetic_dataset.py --ortho --output datasets/ortho --size 1500
+    # -> datasets/ortho/ortho.tif (tiled JPEG/YCbCr GeoTIFF, EPSG:32611, 5 cm pixels, nodata mask,
+    #    overviews), ortho_labels.geojson (labels in map coordinates), ortho_truth.json (COCO, pixels)
+    python tools/make_synthetic_dataset.py --ortho --output datasets/ortho30k --size 30000
+    # -> the 30k x 30k benchmark orthomosaic (about 100k objects), written window by window
 """
 
 import argparse
@@ -21,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.synthetic import DenseSpec, SyntheticSpec, make_synthetic_dataset  # noqa: E402
+from sniper_d2.synthetic import (DenseSpec, OrthoSpec, SyntheticSpec, make_synthetic_dataset,  # noqa: E402
+                                 make_synthetic_ortho)
 from sniper_d2.cli import run_main  # noqa: E402
 
 
@@ -49,7 +55,38 @@ def parse_args(argv=None):
                         "around 40 px) over most of each image; sides default to 2200-2500 px")
     p.add_argument("--objects", type=int, nargs=2, metavar=("LO", "HI"),
                    help="objects per image (default: 8 20; with --dense 520 600)")
-    return p.parse_args(argv)
+    g = p.add_argument_group("orthomosaic (--ortho)")
+    g.add_argument("--ortho", action="store_true",
+                   help="a GDAL-style orthomosaic instead: one tiled JPEG/YCbCr GeoTIFF with a CRS, a nodata "
+                        "border (internal mask) and overviews, plus its labels as GeoJSON in map coordinates")
+    g.add_argument("--size", type=int, nargs="+", default=[1500], metavar="PX",
+                   help="raster side, px, or WIDTH HEIGHT (default: %(default)s; 30000 for the benchmark)")
+    g.add_argument("--pixel-size", type=float, default=0.05, help="metres per pixel (default: %(default)s)")
+    g.add_argument("--crs", default="EPSG:32611", help="the raster's projected CRS (default: %(default)s)")
+    g.add_argument("--labels-crs", default=None,
+                   help="CRS of the GeoJSON labels, e.g. EPSG:4326 (default: the raster's)")
+    g.add_argument("--name", default="ortho", help="file name stem (default: %(default)s)")
+    args = p.parse_args(argv)
+    if len(args.size) > 2 or min(args.size) < 64:
+        p.error("--size takes one or two sides of at least 64 px")
+    return args
+
+
+def make_ortho(args):
+    """The --ortho branch: write the raster and its labels, print what was written."""
+    import resource
+    import time
+
+    width, height = (args.size * 2)[:2]
+    spec = OrthoSpec(width_px=width, height_px=height, pixel_size_m=args.pixel_size, crs=args.crs, seed=args.seed)
+    start = time.perf_counter()
+    out = make_synthetic_ortho(args.output, spec, name=args.name, labels_crs=args.labels_crs)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    print(f"{out['raster']}: {width} x {height} px, {args.crs}, {args.pixel_size} m/px, "
+          f"{os.path.getsize(out['raster']) / 2**20:.1f} MiB; {time.perf_counter() - start:.1f} s, "
+          f"peak memory {peak_mib:.0f} MiB\n"
+          f"{out['labels']}: {out['num_objects']} objects in map coordinates\n"
+          f"{out['truth']}: the same objects as COCO json (pixels); object sizes\n{size_histogram(out['truth'])}")
 
 
 def size_histogram(json_path, bins=(0, 8, 16, 32, 64, 128, 256, 512)):
@@ -72,6 +109,8 @@ def size_histogram(json_path, bins=(0, 8, 16, 32, 64, 128, 256, 512)):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
+    if args.ortho:
+        return make_ortho(args)
     if args.dense:
         sides = dict(min_side_px=args.min_side or 2200, max_side_px=args.max_side or 2500)
         objects = dict(objects_per_image=tuple(args.objects)) if args.objects else {}

@@ -23,9 +23,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sniper_d2.cli import parse_with_overrides, run_main, setup_cfg  # noqa: E402
+from sniper_d2.cli import count_arg, parse_with_overrides, run_main, setup_cfg  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.config import is_fit  # noqa: E402
+from sniper_d2.config import ConfigError, is_fit  # noqa: E402
 from sniper_d2.plans import PlanParams, load_or_build_plan  # noqa: E402
 
 logger = logging.getLogger("plan_chips")
@@ -38,11 +38,11 @@ def parse_args(argv=None):
     p.add_argument("--image-root", help="folder of the images (default: next to the json); only for --draw")
     p.add_argument("--output", help="plan file to write (.npz) (default: the file training looks for, "
                                     "SNIPER.PLAN.FILE or <OUTPUT_DIR>/chip_plan_<DATASETS.TRAIN>.npz)")
-    p.add_argument("--epochs", type=int, help="epochs to plan (default: SNIPER.PLAN.EPOCHS)")
+    p.add_argument("--epochs", type=count_arg(1), help="epochs to plan (default: SNIPER.PLAN.EPOCHS)")
     p.add_argument("--seed", type=int, help="base seed (default: SNIPER.PLAN.SEED)")
-    p.add_argument("--num-workers", type=int, help="planning processes (default: SNIPER.PLAN.NUM_WORKERS)")
+    p.add_argument("--num-workers", type=count_arg(0), help="planning processes (default: SNIPER.PLAN.NUM_WORKERS)")
     p.add_argument("--proposals", help="proposals file for negative chips (default: SNIPER.NEG.PROPOSALS_FILE)")
-    p.add_argument("--draw", type=int, default=0, metavar="N",
+    p.add_argument("--draw", type=count_arg(0), default=0, metavar="N",
                    help="write chip overlays (epoch 0) of the first N images to <output dir>/plan_overlays/")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return parse_with_overrides(p, argv)
@@ -118,6 +118,8 @@ def main(argv=None):
     epochs = args.epochs if args.epochs is not None else cfg.SNIPER.PLAN.EPOCHS
     seed = args.seed if args.seed is not None else cfg.SNIPER.PLAN.SEED
     workers = args.num_workers if args.num_workers is not None else cfg.SNIPER.PLAN.NUM_WORKERS
+    if epochs < 1:
+        raise ConfigError(f"SNIPER.PLAN.EPOCHS must be at least 1, got {epochs}")
     records, _ = load_coco_records(args.dataset_json, args.image_root)
 
     proposals = None

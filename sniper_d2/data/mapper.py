@@ -11,8 +11,9 @@ is zero-padded at the bottom/right to ``CHIP_SIZE x CHIP_SIZE``. Nothing re-resi
 afterwards: the planned scale survives.
 
 Resampling: :func:`sniper_d2.geometry.warp_to_chip` (bilinear when enlarging, area averaging by the
-exact factor when shrinking). JPEGs read at scale <= 1/2 are decoded at 1/2, 1/4 or 1/8 size by
-libjpeg first, tiled TIFFs read by windows (see :func:`sniper_d2.image_io.read_chip`).
+exact factor when shrinking). Only the chip's source pixels are read
+(:func:`sniper_d2.image_io.read_chip`): TIFFs by windows, from an overview at scale <= 1/2 when the
+file has one; JPEGs read at scale <= 1/2 are decoded at 1/2, 1/4 or 1/8 size by libjpeg first.
 """
 
 import logging
@@ -24,7 +25,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from ..config import ValidRange
 from ..geometry import chip_content_extent
-from ..image_io import ImageReadError, open_image, read_chip
+from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, check_image_size, open_image, read_chip
 
 __all__ = ["SniperDatasetMapper", "chip_targets"]
 
@@ -74,7 +75,7 @@ class SniperDatasetMapper:
 
     @configurable
     def __init__(self, *, chip_size, image_format="BGR", horizontal_flip=True, min_visible_fraction=0.5,
-                 crowd_as_ignore=True, skip_bad_images=False):
+                 crowd_as_ignore=True, skip_bad_images=False, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
         """
         Args:
             chip_size (int): output side S in pixels.
@@ -85,6 +86,7 @@ class SniperDatasetMapper:
                 them, as detectron2's DatasetMapper does (they then count as background).
             skip_bad_images (bool): return None (the data loader then takes the next chip) instead
                 of raising on an unreadable image; skipped files are counted and logged.
+            max_image_pixels (int): larger images are unreadable (``SNIPER.INPUT.MAX_IMAGE_PIXELS``).
         """
         self.chip_size = chip_size
         self.image_format = image_format
@@ -92,6 +94,7 @@ class SniperDatasetMapper:
         self.min_visible_fraction = min_visible_fraction
         self.crowd_as_ignore = crowd_as_ignore
         self.skip_bad_images = skip_bad_images
+        self.max_image_pixels = max_image_pixels
         self.num_skipped = 0
 
     @classmethod
@@ -103,18 +106,16 @@ class SniperDatasetMapper:
             "min_visible_fraction": cfg.SNIPER.MIN_VISIBLE_FRACTION,
             "crowd_as_ignore": cfg.SNIPER.CROWD_AS_IGNORE,
             "skip_bad_images": cfg.SNIPER.SKIP_BAD_IMAGES,
+            "max_image_pixels": int(cfg.SNIPER.INPUT.MAX_IMAGE_PIXELS),
         }
 
     def _read_chip(self, dataset_dict):
         """The chip's content (h, w, 3) uint8 and its (h, w), reading only what it needs
-        (:func:`sniper_d2.image_io.read_chip`: a tiled TIFF by windows, other formats decoded once)."""
+        (:func:`sniper_d2.image_io.read_chip`)."""
         file_name = dataset_dict["file_name"]
         chip, scale = dataset_dict["chip"], float(dataset_dict["scale"])
-        expected = (int(dataset_dict["height"]), int(dataset_dict["width"]))
-        with open_image(file_name, self.image_format, max_reduction=1.0 / scale) as reader:
-            if tuple(reader.image_size) != expected:
-                raise ImageReadError(file_name, f"image is {reader.image_size[1]}x{reader.image_size[0]} (after EXIF "
-                                     f"rotation) but the data set says {expected[1]}x{expected[0]}")
+        with open_image(file_name, self.image_format, 1.0 / scale, self.max_image_pixels) as reader:
+            check_image_size(file_name, reader.image_size, (dataset_dict["height"], dataset_dict["width"]))
             pixels, _ = read_chip(reader, chip, scale, self.chip_size)
         return pixels, pixels.shape[:2]
 

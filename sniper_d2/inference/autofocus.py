@@ -11,6 +11,12 @@ to the next finer scale only where that scale ran. A coarser scale's detections 
 kept outside the finer scale's chips (:func:`drop_handed_over`): there no finer scale looked, and in
 full inference the object would have come from the finer scale.
 
+Reading: the image is an (H, W, 3) array or an open image reader (:func:`sniper_d2.image_io.open_image`):
+every scale reads only the windows it runs. In the prefetching pipeline (:mod:`sniper_d2.inference.pipeline`)
+data-loader workers cut the coarsest scale's tiles (:func:`first_scale`), and :func:`autofocus_predict`
+continues from that pass (:class:`CoarsePass`) on a reader opened in the main process: the finer
+windows depend on the coarse pass, so only they are read there. Windows wholly in nodata are not run.
+
 Frames: *cells* index a focus map of stride ``stride`` (cell ``(i, j)`` covers scaled pixels
 ``[j*stride, (j+1)*stride) x [i*stride, (i+1)*stride)``); *scaled pixels* are those of the image
 resized by one scale; chips come out in the *next* scale's pixels, integer XYXY, inside that scaled
@@ -18,6 +24,7 @@ image. Original pixels = scaled pixels / scale.
 """
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -27,7 +34,8 @@ from ..config import ValidRange
 from ..geometry import tile_windows
 
 __all__ = ["focus_components", "grow_boxes", "merge_overlapping", "focus_chips", "stitch_focus_map",
-           "region_windows", "drop_handed_over", "autofocus_predict", "full_inference_pixels", "draw_focus"]
+           "region_windows", "drop_handed_over", "CoarsePass", "first_scale", "first_scale_range", "autofocus_predict",
+           "full_inference_pixels", "draw_focus"]
 
 
 def focus_components(focus_map, threshold, dilation):
@@ -210,13 +218,56 @@ def full_inference_pixels(image_size, params):
     return pixels
 
 
-def autofocus_predict(predictor, image):
+class CoarsePass(NamedTuple):
+    """The coarsest scale's pass over the whole image, run elsewhere (the tile pipeline).
+
+    ``found``: (boxes, scores, classes) as :meth:`MultiScaleTiledPredictor.detect_windows` returns
+    them, filtered by :func:`first_scale_range`; ``raw``: the model's output dicts of the windows run
+    (each with ``"window"``); ``pixels`` (int): scaled pixels run at that scale.
+    """
+
+    found: tuple
+    raw: list
+    pixels: int
+
+
+def _scale_order(params, image_size):
+    """(resolved scale per SNIPER.TEST.SCALES entry, indices coarse to fine)."""
+    scales = [resolve_scale(entry, image_size, params.fit_size) for entry in params.scales]
+    return scales, sorted(range(len(scales)), key=lambda i: scales[i])
+
+
+def first_scale(params, image_size):
+    """(scale index, scale, windows (T, 4) int64 XYXY scaled px) of the scale AutoFocus runs on the
+    whole image: the coarsest at which the image does not vanish; None when it vanishes at all."""
+    h, w = image_size
+    scales, order = _scale_order(params, image_size)
+    for s_idx in order:
+        scaled = (int(round(h * scales[s_idx])), int(round(w * scales[s_idx])))
+        if min(scaled) >= 1:
+            return s_idx, scales[s_idx], tile_windows(scaled, params.tile_size, params.tile_overlap)
+    return None
+
+
+def first_scale_range(params, image_size):
+    """The ValidRange the first scale's detections are filtered by: ``(0, hi]`` of its range when it
+    hands small objects to a finer scale (``focus_keep_small_outside_chips``), else its own range."""
+    s_idx = first_scale(params, image_size)[0]
+    _, order = _scale_order(params, image_size)
+    valid = params.valid_ranges[s_idx]
+    finest = s_idx == order[-1]
+    return ValidRange(0.0, valid.hi) if params.focus_keep_small_outside_chips and not finest else valid
+
+
+def autofocus_predict(predictor, image, coarse=None):
     """AutoFocus inference on one image (``SNIPER.TEST.MODE "autofocus"``).
 
     Args:
         predictor (MultiScaleTiledPredictor): its params carry ``focus_thresholds``,
             ``focus_dilations`` and ``focus_min_chip_sizes`` (one per ``SNIPER.TEST.SCALES`` entry).
-        image: (H, W, 3) uint8, original size.
+        image: (H, W, 3) uint8, original size, or an open image reader.
+        coarse (CoarsePass or None): the first scale's pass (:func:`first_scale`), already run;
+            None: run it here.
 
     With ``focus_keep_small_outside_chips`` a scale that hands chips to a finer one filters its
     detections by its range's upper limit only, then drops the small ones inside the finer scale's
@@ -228,13 +279,15 @@ def autofocus_predict(predictor, image):
         index: (M, 4) float XYXY original pixels where that scale ran}, ``maps``: {scale index:
         ((Hc, Wc) float32 focus map, cell side in original pixels)}}.
     """
-    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8):
+    from .predictor import image_size_of
+
+    if not hasattr(image, "read_region") and not (
+            isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8):
         raise ValueError(f"expected an (H, W, C) uint8 image, got {type(image).__name__} "
                          f"{getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}")
     p = predictor.params
-    h, w = image.shape[:2]
-    scales = [resolve_scale(entry, (h, w), p.fit_size) for entry in p.scales]
-    order = sorted(range(len(scales)), key=lambda i: scales[i])  # coarse to fine
+    h, w = image_size_of(image)
+    scales, order = _scale_order(p, (h, w))  # coarse to fine
     parts, pixels = [], np.zeros(len(scales), np.int64)
     chips_orig, maps = {}, {}
     regions = None  # None: the whole image
@@ -253,13 +306,16 @@ def autofocus_predict(predictor, image):
         finest = k == len(order) - 1
         valid = p.valid_ranges[s_idx]
         keep_small = p.focus_keep_small_outside_chips and not finest
-        found = predictor.detect_windows(image, s_idx, windows, scale=scale, raw_outputs=raw,
-                                         valid_range=ValidRange(0.0, valid.hi) if keep_small else None)
-        pixels[s_idx] = int(((windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])).sum())
-        if finest:
+        if regions is None and coarse is not None:  # the first scale, run by the caller
+            found, raw, pixels[s_idx] = coarse.found, list(coarse.raw), coarse.pixels
+        else:
+            found = predictor.detect_windows(image, s_idx, windows, scale=scale, raw_outputs=raw,
+                                             valid_range=ValidRange(0.0, valid.hi) if keep_small else None,
+                                             pixels=pixels)
+        if finest or not raw:  # the finest scale, or every window lay in nodata
             parts.append(found)
             break
-        fmap, stride = stitch_focus_map(windows, raw, scaled)
+        fmap, stride = stitch_focus_map([out["window"] for out in raw], raw, scaled)
         maps[s_idx] = (fmap, stride / scale)
         nxt = order[k + 1]
         regions = focus_chips(fmap, stride, scale, p.focus_thresholds[s_idx], p.focus_dilations[s_idx],

@@ -8,7 +8,7 @@ Three pieces for detectron2's ``inference_on_dataset(model, loader, evaluator)``
   forward runs :class:`~sniper_d2.inference.MultiScaleTiledPredictor` on each full image and returns
   stitched ``Instances`` in original pixels, the same outputs as a stock detector's;
 - :func:`build_sniper_evaluator`: :class:`SniperCOCOEvaluator`, detectron2's ``COCOEvaluator`` with
-  ``SNIPER.TEST.MAX_DETECTIONS`` per image (not 100) and the Python COCOeval when the compiled one is
+  ``TEST.DETECTIONS_PER_IMAGE`` per image (not 100) and the Python COCOeval when the compiled one is
   missing. It gathers predictions from all processes to the main one, so N processes give the same
   numbers as one.
 
@@ -27,7 +27,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..image_io import ImageReadError, read_image
+from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, check_image_size, open_image, read_image_size
 from .predictor import MultiScaleTiledPredictor, TiledInferenceParams
 
 __all__ = ["has_fast_coco_eval", "FullImageMapper", "SniperTiledInference", "sniper_inference_model",
@@ -48,27 +48,26 @@ def has_fast_coco_eval():
 
 
 class FullImageMapper:
-    """Test-time mapper: a data set dict -> the same dict with ``"image"`` at its original size.
+    """Test-time mapper: a data set dict -> the same dict, checked, for :class:`SniperTiledInference`.
 
-    Output keys: ``file_name``, ``image_id``, ``height``, ``width`` (copied) and ``image``: (H, W, 3)
-    uint8 numpy array in ``image_format`` (not a CHW tensor: :class:`SniperTiledInference` cuts
-    tiles from it). The decoded size must equal the dict's ``height``/``width``, which the ground
-    truth is measured in; otherwise a ``ValueError`` names the file.
+    Output keys: ``file_name``, ``image_id``, ``height``, ``width`` (copied) and ``image_format``.
+    No pixel is decoded here: :class:`SniperTiledInference` opens the image with the windowed reader
+    and reads only what its tiles need. The image's size (from its header) must equal the dict's
+    ``height``/``width``, which the ground truth is measured in; otherwise :class:`ImageReadError`
+    names the file (:func:`~sniper_d2.image_io.check_image_size`).
     """
 
-    def __init__(self, image_format="BGR"):
+    def __init__(self, image_format="BGR", max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
         self.image_format = image_format
+        self.max_image_pixels = max_image_pixels
 
     def __call__(self, dataset_dict):
         out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width") if k in dataset_dict}
-        image = read_image(dataset_dict["file_name"], format=self.image_format)
-        expected = (dataset_dict.get("height"), dataset_dict.get("width"))
-        if None not in expected and tuple(image.shape[:2]) != tuple(expected):
-            raise ValueError(f"{dataset_dict['file_name']}: image is {image.shape[1]}x{image.shape[0]} (WxH) but "
-                             f"the data set says {expected[1]}x{expected[0]}; its boxes would not match")
-        out.setdefault("height", image.shape[0])
-        out.setdefault("width", image.shape[1])
-        out["image"] = image
+        size = read_image_size(dataset_dict["file_name"], self.max_image_pixels)
+        check_image_size(dataset_dict["file_name"], size, (dataset_dict.get("height"), dataset_dict.get("width")))
+        out.setdefault("height", size[0])
+        out.setdefault("width", size[1])
+        out["image_format"] = self.image_format
         return out
 
 
@@ -81,8 +80,9 @@ class SniperTiledInference(torch.nn.Module):
             wrapper is taken off: each process runs its own images, with no collective call per tile.
         params (TiledInferenceParams).
 
-    ``forward(inputs)``: ``inputs`` from :class:`FullImageMapper` (or any dicts with ``"image"`` as
-    an (H, W, 3) uint8 array or a (3, H, W) uint8 tensor, original size); returns one
+    ``forward(inputs)``: ``inputs`` from :class:`FullImageMapper` (``file_name``, read here by windows)
+    or any dicts with ``"image"`` as an (H, W, 3) uint8 array or a (3, H, W) uint8 tensor, original
+    size; returns one
     ``{"instances": Instances(pred_boxes, scores, pred_classes)}`` per input, image size (H, W),
     boxes XYXY in original pixels. Eval mode only (``inference_on_dataset`` sets it).
     """
@@ -99,16 +99,29 @@ class SniperTiledInference(torch.nn.Module):
             raise RuntimeError("SniperTiledInference runs inference only: call .eval() first")
         outputs = []
         for item in inputs:
-            image = item["image"]
-            if torch.is_tensor(image):  # (3, H, W) tensor from another mapper
-                image = image.permute(1, 2, 0).cpu().numpy()
-            det = self.predictor(image)
-            inst = Instances(image.shape[:2])
+            if "image" not in item:  # FullImageMapper: read by windows
+                det, size = self._from_file(item)
+            else:
+                image = item["image"]
+                if torch.is_tensor(image):  # (3, H, W) tensor from another mapper
+                    image = image.permute(1, 2, 0).cpu().numpy()
+                det, size = self.predictor(image), image.shape[:2]
+            inst = Instances(size)
             inst.pred_boxes = Boxes(det["boxes"])
             inst.scores = det["scores"]
             inst.pred_classes = det["classes"]
             outputs.append({"instances": inst})
         return outputs
+
+
+    def _from_file(self, item):
+        from .pipeline import finest_reduction
+
+        params = self.predictor.params
+        with open_image(item["file_name"], item.get("image_format", "BGR"),
+                        max_reduction=lambda size: finest_reduction(params, size),
+                        max_image_pixels=params.max_image_pixels) as reader:
+            return self.predictor(reader), reader.image_size
 
 
 def sniper_inference_model(cfg, model):
@@ -119,7 +132,8 @@ def sniper_inference_model(cfg, model):
 def build_sniper_test_loader(cfg, dataset_name):
     """Test loader of full, unresized images of ``dataset_name``: batches of one
     :class:`FullImageMapper` dict, split over processes by detectron2's ``InferenceSampler``."""
-    return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=FullImageMapper(cfg.INPUT.FORMAT),
+    mapper = FullImageMapper(cfg.INPUT.FORMAT, int(cfg.SNIPER.INPUT.MAX_IMAGE_PIXELS))
+    return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
@@ -147,8 +161,8 @@ class SniperCOCOEvaluator(COCOEvaluator):
 
 
 def build_sniper_evaluator(cfg, dataset_name, output_dir=None):
-    """:class:`SniperCOCOEvaluator` keeping ``cfg.SNIPER.TEST.MAX_DETECTIONS`` detections per image."""
-    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.SNIPER.TEST.MAX_DETECTIONS)
+    """:class:`SniperCOCOEvaluator` keeping ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections per image."""
+    return SniperCOCOEvaluator(dataset_name, output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
 
 
 def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
@@ -180,11 +194,6 @@ def run_sniper_inference_on_dataset(cfg, model, dataset_name, output_dir=None):
 
     if isinstance(model, (DistributedDataParallel, DataParallel)):
         model = model.module
-    if cfg.SNIPER.TEST.MODE == "autofocus":  # each image's finer windows depend on its coarse pass
-        from detectron2.evaluation import inference_on_dataset
-
-        return inference_on_dataset(sniper_inference_model(cfg, model), build_sniper_test_loader(cfg, dataset_name),
-                                    build_sniper_evaluator(cfg, dataset_name, output_dir))
     evaluator = build_sniper_evaluator(cfg, dataset_name, output_dir)
     evaluator.reset()
     dicts = DatasetCatalog.get(dataset_name)

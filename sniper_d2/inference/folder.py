@@ -15,7 +15,6 @@ One progress bar (main process) counts every process's images, through the proce
 
 import glob
 import logging
-import math
 import os
 import shutil
 import time
@@ -26,6 +25,7 @@ from detectron2.utils import comm
 
 from ..coco import boxes_xyxy_to_xywh
 from ..io import ArtifactError, load_json_artifact, save_json_artifact, stable_hash
+from ..visualize import draw_detections
 from .autofocus import full_inference_pixels
 from .pipeline import ImageTask, build_tile_loader, run_tiled_inference
 
@@ -33,7 +33,6 @@ __all__ = ["run_key", "infer_files", "load_partial_results", "draw_detections", 
 
 logger = logging.getLogger("sniper_d2.infer")
 PARTIAL_FORMAT = ("sniper_d2.infer_partial", 1)
-_PALETTE = [(0, 200, 255), (255, 120, 0), (60, 220, 60), (220, 60, 220), (255, 255, 0), (0, 80, 255)]
 
 
 def run_key(cfg, files, confidence_threshold):
@@ -64,38 +63,6 @@ def load_partial_results(output_dir, key):
         skipped += part["skipped"]
         pixels.update(part.get("pixels", {}))
     return done, results, skipped, pixels
-
-
-def draw_detections(file_name, det, class_names, threshold, max_side):
-    """BGR image of ``file_name`` with its detections drawn, at most ``max_side`` px on its long side.
-
-    A larger image is read reduced (JPEG draft, TIFF windows) and resized, and the boxes are scaled
-    with it, so drawing never holds the full-size image of a huge scene.
-    """
-    from ..image_io import open_image
-
-    def reduction(size):  # the power of 2 that brings the long side to max_side or less
-        return float(2 ** max(0, math.ceil(math.log2(max(size) / max_side))))
-
-    with open_image(file_name, "BGR", max_reduction=reduction) as reader:
-        h, w = reader.image_size
-        region = reader.read_region((0, 0, w, h), max_reduction=reduction((h, w)))
-    image = region.pixels
-    factor = 1.0 / region.reduction
-    if max(image.shape[:2]) > max_side:
-        extra = max_side / max(image.shape[:2])
-        image = cv2.resize(image, None, fx=extra, fy=extra, interpolation=cv2.INTER_AREA)
-        factor *= extra
-    thickness = max(1, round(max(image.shape[:2]) / 800))
-    for box, score, cls in zip(det["boxes"].tolist(), det["scores"].tolist(), det["classes"].tolist()):
-        if score < threshold:
-            continue
-        x0, y0, x1, y1 = (int(round(v * factor)) for v in box)
-        color = _PALETTE[cls % len(_PALETTE)]
-        cv2.rectangle(image, (x0, y0), (x1, y1), color, thickness)
-        label = f"{class_names[cls] if cls < len(class_names) else cls} {score:.2f}"
-        cv2.putText(image, label, (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, color, thickness)
-    return image
 
 
 def _coco_results(image_id, file_name, det, threshold, to_dataset_id):
@@ -234,20 +201,10 @@ def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, 
 
 
 def _detections(predictor, mine, image_format, num_workers):
-    """(image id, det, image size, error) for this process's (id, file) pairs, as they complete."""
-    if predictor.params.mode != "autofocus":
-        tasks = [ImageTask(i, f) for i, f in mine]
-        yield from run_tiled_inference(predictor, build_tile_loader(tasks, predictor, image_format, num_workers))
-        return
-    from ..image_io import ImageReadError, read_image
-
-    for image_id, path in mine:  # AutoFocus decides each image's finer windows from its coarse pass
-        try:
-            image = read_image(path, format=image_format)
-        except ImageReadError as e:
-            yield image_id, None, (0, 0), e.reason
-            continue
-        yield image_id, predictor(image), image.shape[:2], ""
+    """(image id, det, image size, error) for this process's (id, file) pairs, as they complete
+    (AutoFocus too: the workers cut each image's coarse pass, see :mod:`sniper_d2.inference.pipeline`)."""
+    tasks = [ImageTask(i, f) for i, f in mine]
+    yield from run_tiled_inference(predictor, build_tile_loader(tasks, predictor, image_format, num_workers))
 
 
 def _draw_focus(path, det, cfg, focus_path):

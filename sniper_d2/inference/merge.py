@@ -1,17 +1,21 @@
-"""Merging detections from tiles and scales: per-class NMS, nested-box NMS or soft-NMS, top K.
+"""Merging detections from tiles and scales: per-class NMS, nested-box NMS or soft-NMS, an optional
+cross-class step, top K.
 
 One public function, :func:`merge_detections`, used by the evaluator, tools/infer.py and the
 benchmarks. Everything runs on the device the tensors are on (CUDA included) and is vectorized over
 boxes. Soft-NMS's greedy picks are a loop of ``top_k`` iterations of O(N) work (no N x N matrix, no
 host synchronisation inside the loop). Nested-box NMS (:func:`nested_nms`) walks the boxes in score
 order in blocks of ``block`` boxes: (kept so far) x block and block x block matrices, at most
-``top_k`` kept, so memory stays bounded whatever N.
+``top_k`` kept, so memory stays bounded whatever N. The cross-class step
+(:func:`cross_class_merge`, SAHI's "class-agnostic" postprocessing) runs after the per-class merge:
+one torchvision ``nms`` over the survivors of all classes, so one object claimed by two classes keeps
+only its highest-scoring class.
 """
 
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
-__all__ = ["merge_detections", "soft_nms", "nested_nms"]
+__all__ = ["merge_detections", "soft_nms", "nested_nms", "cross_class_merge"]
 
 METHODS = ("nms", "soft_nms", "nested_nms")
 
@@ -127,8 +131,27 @@ def nested_nms(boxes, scores, classes, iou_threshold=0.5, ios_threshold=0.8, top
     return kept[:top_k]
 
 
+def cross_class_merge(boxes, scores, iou_threshold):
+    """One box per object whatever its class: class-agnostic greedy NMS (torchvision ``nms``).
+
+    Meant for detections already merged per class: where boxes of different classes overlap with
+    IoU > ``iou_threshold`` (one object claimed by two classes, e.g. a square also called "disk"), only
+    the highest-scoring one stays, with its class.
+
+    Args:
+        boxes: (N, 4) float XYXY (one frame). scores: (N,) float.
+        iou_threshold (float): in (0, 1].
+
+    Returns:
+        keep: (K,) int64 indices into the inputs, by decreasing score (ties: torchvision's order).
+    """
+    if not 0 < iou_threshold <= 1:
+        raise ValueError(f"cross-class IoU threshold must be in (0, 1], got {iou_threshold}")
+    return nms(boxes.float(), scores.float(), float(iou_threshold))
+
+
 def merge_detections(boxes, scores, classes, method="nms", iou_threshold=0.5, top_k=500, sigma=0.55,
-                     ios_threshold=0.8):
+                     ios_threshold=0.8, cross_class_iou=None):
     """Merge the detections of one image (from several tiles and scales) into its final set.
 
     Args:
@@ -144,6 +167,9 @@ def merge_detections(boxes, scores, classes, method="nms", iou_threshold=0.5, to
         sigma (float): soft-NMS Gaussian parameter (unused by NMS).
         ios_threshold (float): nested-box NMS: a box whose intersection with a kept box of its class
             exceeds this fraction of the smaller box's area is removed (unused by the others).
+        cross_class_iou (float or None): after the per-class merge, a box whose IoU with a
+            higher-scoring kept box of ANY class exceeds this is removed (:func:`cross_class_merge`);
+            None (or a value <= 0): boxes of different classes never suppress each other.
 
     Returns:
         (boxes (K, 4), scores (K,), classes (K,)) on the input device, K <= top_k, sorted by
@@ -154,9 +180,14 @@ def merge_detections(boxes, scores, classes, method="nms", iou_threshold=0.5, to
     _check_inputs(boxes, scores, classes)
     if method == "nms":
         keep = batched_nms(boxes.float(), scores.float(), classes, iou_threshold)[:top_k]
-        return boxes[keep], scores[keep], classes[keep]
-    if method == "nested_nms":
+        new_scores = scores[keep]
+    elif method == "nested_nms":
         keep = nested_nms(boxes, scores, classes, iou_threshold, ios_threshold, top_k)
-        return boxes[keep], scores[keep], classes[keep]
-    keep, new_scores = soft_nms(boxes, scores, classes, sigma=sigma, top_k=top_k)
-    return boxes[keep], new_scores, classes[keep]
+        new_scores = scores[keep]
+    else:
+        keep, new_scores = soft_nms(boxes, scores, classes, sigma=sigma, top_k=top_k)
+    boxes, classes = boxes[keep], classes[keep]
+    if cross_class_iou is not None and cross_class_iou > 0:
+        keep = cross_class_merge(boxes, new_scores, cross_class_iou)
+        boxes, new_scores, classes = boxes[keep], new_scores[keep], classes[keep]
+    return boxes, new_scores, classes

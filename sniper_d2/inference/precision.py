@@ -30,7 +30,7 @@ import torch
 
 from ..config import ConfigError
 
-__all__ = ["PRECISIONS", "check_precision_name", "cpu_has_native_bf16", "model_device_type", "resolve_precision", "inference_autocast",
+__all__ = ["PRECISIONS", "check_precision_name", "cpu_flags", "cpu_has_native_bf16", "model_device_type", "resolve_precision", "inference_autocast",
            "cast_backbone", "backbone_precision", "check_backbone_precision", "backbone_autocast"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -38,12 +38,33 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def cpu_has_native_bf16():
-    """True when this CPU has AMX tiles with bfloat16 (oneDNN runs bf16 convolutions natively)."""
-    cpu = getattr(torch, "cpu", None)
-    amx = getattr(cpu, "_is_amx_tile_supported", None)
-    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", None)
-    return bool(amx and avx512_bf16 and amx() and avx512_bf16() and torch.backends.mkldnn.is_available())
+def cpu_flags(path="/proc/cpuinfo"):
+    """The instruction-set flags of this machine's first CPU, as Linux lists them in ``path``
+    ("flags" line of ``/proc/cpuinfo``: "avx2", "avx512_bf16", "amx_tile", ...); an empty set where
+    the file does not exist or has no such line (other systems).
+
+    torch has no public query for these (``torch.backends.cpu.get_cpu_capability()`` names the
+    vector width its kernels use, "AVX512" at best, not AMX).
+    """
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16(flags=None):
+    """True when this CPU has AMX tiles with bfloat16 (oneDNN runs bf16 convolutions natively).
+
+    Args:
+        flags (set[str] or None): the CPU's flags; None = :func:`cpu_flags` (Linux; on other
+            systems the answer is False, and "auto" precision then means float32).
+    """
+    flags = cpu_flags() if flags is None else flags
+    return {"amx_tile", "amx_bf16", "avx512_bf16"} <= flags and torch.backends.mkldnn.is_available()
 
 
 def model_device_type(model):

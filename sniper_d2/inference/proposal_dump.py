@@ -52,7 +52,8 @@ def image_proposals(model, image, scales, chip_size, tile_size, tile_overlap, ba
     Args:
         model: detectron2 GeneralizedRCNN in eval mode.
         image: (H, W, 3) uint8 original image in the model's input format, or an open image reader
-            (:func:`sniper_d2.image_io.open_image`; tiles then read only the pixels they need).
+            (:func:`sniper_d2.image_io.open_image`; tiles then read only the pixels they need, and
+            tiles wholly in the image's nodata are not run).
         scales: SNIPER.SCALES entries (factor or -1 = fit the long side to ``chip_size``).
         chip_size (int): the fit scale's long side, scaled pixels.
         tile_size (int), tile_overlap (int): windows and their overlap, scaled pixels.
@@ -121,7 +122,8 @@ def dump_proposals(cfg, model, records, output_path, save_every=16):
     t = cfg.SNIPER.TEST
     for rec in tqdm(mine, desc=f"proposals (rank {rank})", unit="img", disable=not comm.is_main_process()):
         with open_image(rec["file_name"], cfg.INPUT.FORMAT, max_reduction=lambda size: 1.0 / max(
-                resolve_scale(s, size, cfg.SNIPER.CHIP_SIZE) for s in cfg.SNIPER.SCALES)) as reader:
+                resolve_scale(s, size, cfg.SNIPER.CHIP_SIZE) for s in cfg.SNIPER.SCALES),
+                max_image_pixels=int(cfg.SNIPER.INPUT.MAX_IMAGE_PIXELS)) as reader:
             per_scale = image_proposals(model, reader, cfg.SNIPER.SCALES, cfg.SNIPER.CHIP_SIZE, t.TILE_SIZE,
                                         t.TILE_OVERLAP, t.TILE_BATCH_SIZE, cfg.SNIPER.NEG.TOPK_PER_SCALE,
                                         cfg.SNIPER.NEG.NMS_THRESH, precision=t.PRECISION)

@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, detector_postprocess
 from torch import nn
 
 __all__ = ["focus_labels", "FocusHead", "SniperFocusRCNN"]
@@ -191,7 +191,10 @@ class SniperFocusRCNN(GeneralizedRCNN):
         results, _ = self.roi_heads(images, features, proposals, None)
         if not do_postprocess:  # detectron2's contract: bare Instances, no room for the map
             return results
-        results = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+        # detectron2's postprocessing, by its public function: boxes rescaled to each input's
+        # "height" x "width" (default: the size it was given at)
+        results = [{"instances": detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))}
+                   for r, x, size in zip(results, batched_inputs, images.image_sizes)]
         focus = torch.sigmoid(self.focus_head(features[self.focus_in_feature])).float()
         s = self.focus_stride
         for out, fmap, (h, w) in zip(results, focus, images.image_sizes):
