@@ -22,7 +22,7 @@ import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser
-from detectron2.evaluation import COCOEvaluator, print_csv_format
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, print_csv_format
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sniper_d2.modeling  # noqa: E402,F401  (registers SniperRPN and SniperROIHeads)
@@ -30,7 +30,7 @@ from sniper_d2.cli import run_cli, setup_cfg  # noqa: E402
 from sniper_d2.data.build import ResumableTrainLoader, build_sniper_train_loader  # noqa: E402
 from sniper_d2.data.mapper import SniperDatasetMapper  # noqa: E402
 from sniper_d2.inference.evaluation import (build_sniper_evaluator, has_fast_coco_eval,  # noqa: E402
-                                            run_sniper_inference_on_dataset, sniper_inference_model)
+                                            run_sniper_inference_on_dataset)
 from sniper_d2.inference.fast_model import build_inference_model  # noqa: E402
 from sniper_d2.results import save_eval_results  # noqa: E402
 from sniper_d2.weights import checkpoint_read_errors  # noqa: E402
@@ -59,32 +59,29 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        if cfg.SNIPER.ENABLED and evaluators is None:
-            # The prefetching tile pipeline, the same as tools/infer.py (sniper_d2.inference.pipeline).
+        """With SNIPER, every data set goes through the tiled-inference pipeline that tools/infer.py
+        runs (``run_sniper_inference_on_dataset``), into ``evaluators[i]`` when given (detectron2's
+        contract: one per ``DATASETS.TEST`` entry, or one evaluator for a single data set)."""
+        if not cfg.SNIPER.ENABLED:
+            results = super().test(cfg, model, evaluators)
+        else:
+            if isinstance(evaluators, DatasetEvaluator):
+                evaluators = [evaluators]
+            if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+                raise ValueError(f"{len(cfg.DATASETS.TEST)} test data sets but {len(evaluators)} evaluators")
             results = OrderedDict()
-            for name in cfg.DATASETS.TEST:
+            for idx, name in enumerate(cfg.DATASETS.TEST):
                 results[name] = run_sniper_inference_on_dataset(
-                    cfg, model, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
+                    cfg, model, name, os.path.join(cfg.OUTPUT_DIR, "inference", name),
+                    evaluator=evaluators[idx] if evaluators is not None else None)
                 if comm.is_main_process():
                     logging.getLogger("sniper_d2").info(f"Evaluation results for {name} in csv format:")
                     print_csv_format(results[name])
-        else:
-            if cfg.SNIPER.ENABLED:
-                model = sniper_inference_model(cfg, model)
-            results = super().test(cfg, model, evaluators)
         if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
             results = {cfg.DATASETS.TEST[0]: results}  # detectron2 un-nests a single data set's results
         if comm.is_main_process():
             save_eval_results(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), results, cfg)
         return results
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        if cfg.SNIPER.ENABLED:
-            from sniper_d2.inference.evaluation import build_sniper_test_loader
-
-            return build_sniper_test_loader(cfg, dataset_name)
-        return super().build_test_loader(cfg, dataset_name)
 
     def resume_or_load(self, resume=True):
         resuming = resume and self.checkpointer.has_checkpoint()

@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CONFIG = "configs/sniper_tiny_cpu_autofocus.yaml"
 
-from sniper_d2 import experiment  # noqa: E402
+from lab import experiment  # noqa: E402
 from sniper_d2.cli import parse_with_overrides  # noqa: E402
 from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 
@@ -85,7 +85,7 @@ def make_data(args, seed, train):
 
 def train(args, data):
     """``<model>/model_final.pth``, trained first (CONFIG plus the command line's overrides, seed 0's
-    training split, ``--iters``, sniper_d2.experiment's schedule) unless it exists."""
+    training split, ``--iters``, lab/experiment.py's schedule) unless it exists."""
     out = args.model or os.path.join(args.output, "model")
     weights = os.path.join(out, "model_final.pth")
     if os.path.isfile(weights):

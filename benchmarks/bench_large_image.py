@@ -164,10 +164,9 @@ def save_random_weights(path, config="sniper_tiny_cpu.yaml"):
 
 def tiles_of(side, scale):
     """Number of tiles tools/infer.py runs on a side x side image at one scale."""
-    from sniper_d2.geometry import tile_windows
+    from sniper_d2.geometry import scaled_size, tile_windows
 
-    scaled = int(round(side * scale))
-    return len(tile_windows((scaled, scaled), TILE, OVERLAP))
+    return len(tile_windows(scaled_size((side, side), scale), TILE, OVERLAP))
 
 
 def main():

@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from results_store import add_results_argument, save_benchmark_results  # noqa: E402
 from sniper_d2 import chips, plans  # noqa: E402
 from sniper_d2.chips import chip_extent, in_valid_range, resolve_scale  # noqa: E402
-from sniper_d2.config import FIT_SCALE  # noqa: E402
+from sniper_d2.config_types import FIT_SCALE  # noqa: E402
 from sniper_d2.plans import PlanParams, build_plan, clean_record_inputs  # noqa: E402
 
 logger = logging.getLogger("bench_planner")

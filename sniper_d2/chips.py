@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from .coco import sanitize_boxes
-from .config import FIT_SCALE, ValidRange, is_fit
+from .config_types import FIT_SCALE, ValidRange, is_fit
 
 __all__ = ["resolve_scale", "chip_extent", "positive_chips", "negative_chips", "batch_positive_chips",
            "batch_negative_chips", "in_valid_range", "boxes_inside",

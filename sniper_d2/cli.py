@@ -89,20 +89,22 @@ def user_errors():
     planning tool works without Pillow.
     """
     from .coco import DatasetError
-    from .config import ConfigError
+    from .config_types import ConfigError
     from .io import ArtifactError
 
     # a path that is a file where a folder is needed, or the other way round, or not ours to write
     errors = (DatasetError, ArtifactError, ConfigError, FileNotFoundError, FileExistsError, NotADirectoryError,
               IsADirectoryError, PermissionError)
     image_io = sys.modules.get(__package__ + ".image_io")
-    return errors + (image_io.ImageReadError,) if image_io is not None else errors
+    geo = sys.modules.get(__package__ + ".geo")  # GeoError: likewise, once sniper_d2.geo is imported
+    return errors + ((image_io.ImageReadError,) if image_io is not None else ()) + \
+        ((geo.GeoError,) if geo is not None else ())
 
 
-def run_main(main_func, program, *args):
-    """Call ``main_func(*args)``; a user error exits with ``<program>: error: <message>`` (status 1)."""
+def run_main(main_func, program, *args, **kwargs):
+    """Call ``main_func(*args, **kwargs)``; a user error exits with ``<program>: error: <message>`` (status 1)."""
     try:
-        return main_func(*args)
+        return main_func(*args, **kwargs)
     except user_errors() as e:
         sys.exit(f"{program}: error: {e}")
 
@@ -110,13 +112,15 @@ def run_main(main_func, program, *args):
 def run_cli(main_func, args, program):
     """Run ``main_func(args)`` on ``args.num_gpus`` processes, the way train_net.py does.
 
-    GPUs: detectron2's ``launch`` (NCCL). A CPU-only machine with ``--num-gpus N > 1``: N CPU processes
-    joined by gloo (:func:`sniper_d2.engine.launch_cpu`). Errors about the user's inputs end the
-    program with one line ``<program>: error: <message>`` (exit status 1).
+    GPUs: detectron2's ``launch`` (NCCL). A CPU-only machine with ``--num-gpus N`` and ``--num-machines M``,
+    N * M > 1: N CPU processes on each machine, all joined by gloo
+    (:func:`sniper_d2.engine.launch_cpu`). Errors about the user's inputs end the program with one line
+    ``<program>: error: <message>`` (exit status 1).
 
     Args:
         main_func (callable): ``main_func(args)``, run in every process.
-        args (argparse.Namespace): from detectron2's ``default_argument_parser``.
+        args (argparse.Namespace): with detectron2's ``default_argument_parser`` launch arguments
+            (``num_gpus``, ``num_machines``, ``machine_rank``, ``dist_url``).
         program (str): the name printed before the error.
     """
     import torch
@@ -124,9 +128,11 @@ def run_cli(main_func, args, program):
 
     from .engine import launch_cpu
 
-    if args.num_gpus > 1 and not torch.cuda.is_available():
-        return run_main(launch_cpu, program, main_func, args.num_gpus, args.dist_url, (args,))
-    return run_main(launch, program, main_func, args.num_gpus, args.num_machines, args.machine_rank,
+    num_machines, machine_rank = args.num_machines, args.machine_rank
+    if args.num_gpus * num_machines > 1 and not torch.cuda.is_available():
+        return run_main(launch_cpu, program, main_func, args.num_gpus, args.dist_url, (args,),
+                        num_machines=num_machines, machine_rank=machine_rank)
+    return run_main(launch, program, main_func, args.num_gpus, num_machines, machine_rank,
                     args.dist_url, (args,))
 
 
@@ -154,7 +160,9 @@ def _merged_cfg(config_file, opts):
     """
     from detectron2.config import get_cfg
 
-    from .config import ConfigError, add_sniper_config, require_config_file
+    from .config import add_sniper_config
+    from .config_files import require_config_file
+    from .config_types import ConfigError
 
     cfg = get_cfg()
     add_sniper_config(cfg)
@@ -186,7 +194,7 @@ def _start_up_checks(cfg, purpose, config_file, opts, strict_data):
     """
     import torch
 
-    from .config import check_runtime_config, schedule_follows_max_iter
+    from .config_checks import check_runtime_config, schedule_follows_max_iter
     from .preflight import preflight
 
     check_runtime_config(cfg, torch.cuda.is_available(), training=purpose == "train")

@@ -1,33 +1,24 @@
-"""Config keys of sniper_d2, all under ``cfg.SNIPER``.
+"""Config keys of sniper_d2, all under ``cfg.SNIPER``: :func:`add_sniper_config`, every key commented.
 
 Coordinate and unit conventions used by every key below:
   * a *scale* is a resize factor applied to the original image (never a pixel size);
   * sizes of objects are ``sqrt(w * h)`` of the box measured in ORIGINAL-image pixels;
   * chip sizes and strides are in pixels of the SCALED image (what the network sees).
 
-The value types :class:`ValidRange`, :func:`is_fit` and :func:`parse_scales` decode the two
-config conventions ("scale -1 = fit", "upper bound -1 = infinity") once, for every module.
+The conventions "scale -1 = fit" and "upper bound -1 = infinity" are decoded by the value types of
+:mod:`sniper_d2.config_types`; config files are read by :mod:`sniper_d2.config_files` (fvcore,
+without torch); :mod:`sniper_d2.config_checks` checks a merged config before training.
 
-Numpy only: :func:`add_sniper_config` imports detectron2's ``CfgNode`` lazily, so that
-``import sniper_d2.config`` stays cheap.
+:func:`add_sniper_config` imports detectron2's ``CfgNode`` lazily, so that ``import sniper_d2.config``
+stays cheap.
 """
 
-import math
-from dataclasses import dataclass
+from .config_types import FIT_SCALE, NO_UPPER_BOUND
+# Importable from here too, for code written before the value types moved to config_types (other
+# branches in flight); new code imports them from sniper_d2.config_types.
+from .config_types import ConfigError, ValidRange, is_fit, parse_scales  # noqa: F401
 
-__all__ = ["FIT_SCALE", "NO_UPPER_BOUND", "ConfigError", "MOVED_KEYS", "ValidRange", "is_fit", "parse_scales",
-           "require_config_file", "check_runtime_config", "add_sniper_config"]
-
-# A scale entry equal to this value means "resize the whole image so that its long side equals
-# CHIP_SIZE": a single chip then covers the whole image (SNIPER's coarsest pyramid level).
-FIT_SCALE = -1.0
-# A valid-range upper bound equal to this value in a config means "no upper bound" (infinity).
-NO_UPPER_BOUND = -1.0
-
-
-class ConfigError(ValueError):
-    """A config whose keys exist but whose values cannot work together (message names them)."""
-
+__all__ = ["MOVED_KEYS", "add_sniper_config"]
 
 # Keys that sniper_d2 had and that duplicated one of detectron2's: old name -> the key to set instead.
 # A config file or command line that still sets an old one is refused naming the new one.
@@ -35,218 +26,6 @@ MOVED_KEYS = {
     "SNIPER.TEST.MAX_DETECTIONS": "TEST.DETECTIONS_PER_IMAGE",  # per full image after merging, too
     "SNIPER.TEST.SCORE_THRESH": "MODEL.ROI_HEADS.SCORE_THRESH_TEST",  # per tile, before merging
 }
-
-
-def require_config_file(config_file):
-    """Raise ``FileNotFoundError("config file <path> not found")`` unless ``config_file`` is a file:
-    the one message of every config reader (:func:`sniper_d2.cli.setup_cfg`, :func:`sniper_d2.stats.read_config_yaml`)."""
-    import os
-
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file} not found")
-
-
-def is_fit(scale_entry):
-    """True when a ``SCALES`` entry is ``FIT_SCALE``: the image resized so its long side is ``CHIP_SIZE``."""
-    return float(scale_entry) == FIT_SCALE
-
-
-@dataclass(frozen=True)
-class ValidRange:
-    """The object sizes one pyramid scale is responsible for: ``sqrt(w * h)`` in ORIGINAL-image pixels.
-
-    Attributes:
-        lo (float): lower bound, >= 0.
-        hi (float): upper bound, > lo; ``math.inf`` for none (written ``-1`` in configs).
-
-    Training and test use the two half-open variants: a training box is valid when
-    ``lo <= size < hi`` (:meth:`train_mask`), a test detection is kept when ``lo < size <= hi``
-    (:meth:`test_mask`).
-    """
-
-    lo: float
-    hi: float = math.inf
-
-    def __post_init__(self):
-        lo, hi = float(self.lo), float(self.hi)
-        if not (math.isfinite(lo) and lo >= 0 and hi > lo):  # NaN fails too
-            raise ConfigError(f"valid range ({self.lo}, {self.hi}) is empty or negative: it needs 0 <= lo < hi "
-                              f"(hi = {NO_UPPER_BOUND:g} for no upper bound)")
-        object.__setattr__(self, "lo", lo)
-        object.__setattr__(self, "hi", hi)
-
-    @classmethod
-    def parse(cls, value):
-        """A ``ValidRange`` from a config pair ``(lo, hi)`` (hi ``-1``, ``inf`` or None: no upper
-        bound), or ``value`` itself when it already is one.
-
-        Raises:
-            ConfigError: not a pair of numbers, or an empty / negative range.
-        """
-        if isinstance(value, cls):
-            return value
-        try:
-            lo, hi = value
-            hi = math.inf if hi is None or float(hi) == NO_UPPER_BOUND else float(hi)
-            lo = float(lo)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"valid range {value!r} is not a pair (lo, hi) of numbers") from e
-        return cls(lo, hi)
-
-    def __iter__(self):
-        """``lo, hi = valid_range`` unpacks the bounds (hi = ``math.inf`` when there is none)."""
-        return iter((self.lo, self.hi))
-
-    def to_cfg(self):
-        """``(lo, hi)`` as a config writes it: hi ``-1`` for no upper bound (JSON-ready floats)."""
-        return (self.lo, NO_UPPER_BOUND if math.isinf(self.hi) else self.hi)
-
-    def train_mask(self, sizes):
-        """(N,) bool: ``lo <= size < hi`` (a box is a valid training positive at this scale).
-
-        Args:
-            sizes: (N,) ``sqrt(w * h)`` in original pixels (numpy array or torch tensor).
-        """
-        return (sizes >= self.lo) & (sizes < self.hi)
-
-    def test_mask(self, sizes):
-        """(N,) bool: ``lo < size <= hi`` (a test detection is kept at this scale).
-
-        Args:
-            sizes: (N,) ``sqrt(w * h)`` in original pixels (numpy array or torch tensor).
-        """
-        return (sizes > self.lo) & (sizes <= self.hi)
-
-
-def parse_scales(scales, valid_ranges, section="SNIPER"):
-    """Decode ``<section>.SCALES`` and ``<section>.VALID_RANGES`` together.
-
-    Args:
-        scales: resize factors (> 0, finite) or ``FIT_SCALE`` (-1).
-        valid_ranges: one ``(lo, hi)`` per scale (hi -1 = infinity), or :class:`ValidRange` s.
-        section (str): "SNIPER" or "SNIPER.TEST", for the messages.
-
-    Returns:
-        (scales tuple[float], valid_ranges tuple[ValidRange]), of equal, non-zero length.
-
-    Raises:
-        ConfigError: naming the key and the entry that is wrong.
-    """
-    scales, valid_ranges = tuple(scales), tuple(valid_ranges)
-    if not scales:
-        raise ConfigError(f"{section}.SCALES is empty: give at least one scale")
-    if len(scales) != len(valid_ranges):
-        raise ConfigError(f"{section}.SCALES has {len(scales)} entries but {section}.VALID_RANGES has "
-                          f"{len(valid_ranges)}: give one (lo, hi) range per scale")
-    out = []
-    for s in scales:
-        try:
-            s = float(s)
-        except (TypeError, ValueError):
-            s = math.nan
-        if not (is_fit(s) or (s > 0 and math.isfinite(s))):
-            raise ConfigError(f"{section}.SCALES entry {s} is neither a positive factor nor "
-                              f"{FIT_SCALE:g} (fit the long side to CHIP_SIZE)")
-        out.append(s)
-    ranges = []
-    for r in valid_ranges:
-        try:
-            ranges.append(ValidRange.parse(r))
-        except ConfigError as e:
-            raise ConfigError(f"{section}.VALID_RANGES: {e}") from e
-    return tuple(out), tuple(ranges)
-
-
-def check_runtime_config(cfg, cuda_available, training=True):
-    """Refuse settings that detectron2 would only reject deep inside training.
-
-    Args:
-        cfg (CfgNode): the merged config. cuda_available (bool): ``torch.cuda.is_available()``.
-        training (bool): the config is used to train (False: inference only, which never uses AMP).
-
-    Raises:
-        ConfigError: training with ``SOLVER.AMP.ENABLED`` without a CUDA device (detectron2's
-            AMPTrainer uses CUDA autocast and asserts CUDA on its first step).
-    """
-    if training and cfg.SOLVER.AMP.ENABLED and not (cuda_available and str(cfg.MODEL.DEVICE).startswith("cuda")):
-        raise ConfigError(f"SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is {cfg.MODEL.DEVICE!r}"
-                          f"{'' if cuda_available else ' and no GPU is available'}: set SOLVER.AMP.ENABLED False")
-
-
-def schedule_follows_max_iter(cfg, config_file, opts):
-    """Make ``SOLVER.STEPS`` follow ``SOLVER.MAX_ITER``, and refuse steps at or past the end.
-
-    When ``SOLVER.MAX_ITER`` is changed without ``SOLVER.STEPS``, on the command line (``opts``) or
-    in a config file over its ``_BASE_``, the steps it came with are scaled by ``new MAX_ITER / old
-    MAX_ITER`` (``STEPS: (240, 280)`` of 300 iterations become ``(960, 1120)`` for ``MAX_ITER
-    1200``). Steps given next to MAX_ITER (same file, or on the command line) are kept as given.
-    detectron2's own defaults (no MAX_ITER/STEPS in any file) are left alone.
-
-    Args:
-        cfg (CfgNode): the merged config (modified in place; not frozen).
-        config_file (str): the top config file. opts (list[str]): the command-line KEY VALUE pairs.
-
-    Returns:
-        str or None: what was changed, for the log.
-
-    Raises:
-        ConfigError: a step at or past ``SOLVER.MAX_ITER`` (detectron2 would drop it silently).
-    """
-    keys = set(opts[0::2]) if opts else set()
-    changed = None
-    if "SOLVER.STEPS" not in keys:
-        file_max, file_steps = _file_schedule(config_file)
-        if file_max and file_steps is not None:
-            new = _scale(file_steps, file_max, cfg.SOLVER.MAX_ITER)
-            if tuple(new) != tuple(cfg.SOLVER.STEPS):
-                changed = (f"SOLVER.STEPS {tuple(cfg.SOLVER.STEPS)} follow SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: "
-                           f"now {new} (steps given only for another MAX_ITER are scaled with it)")
-                cfg.SOLVER.STEPS = new
-    late = [s for s in cfg.SOLVER.STEPS if s >= cfg.SOLVER.MAX_ITER]
-    if late:
-        raise ConfigError(f"SOLVER.STEPS {tuple(cfg.SOLVER.STEPS)} has steps at or past SOLVER.MAX_ITER "
-                          f"{cfg.SOLVER.MAX_ITER}: give SOLVER.STEPS inside the schedule, or change only MAX_ITER "
-                          f"and let the steps follow")
-    return changed
-
-
-def _scale(steps, old_max, new_max):
-    """Steps of an ``old_max`` schedule for a ``new_max`` one; steps that would land at or past the
-    end of a very short schedule are left out (no LR drop there)."""
-    scaled = (int(round(s * float(new_max) / float(old_max))) for s in steps)
-    return tuple(sorted({s for s in scaled if 0 < s < new_max}))
-
-
-def _file_schedule(config_file, _depth=0):
-    """(MAX_ITER, STEPS) a config file's chain gives, with the rule applied file by file: a file
-    that sets MAX_ITER without STEPS scales its ``_BASE_``'s steps. (None, None) when unknown."""
-    import os
-
-    import yaml
-
-    if _depth > 20 or not os.path.isfile(config_file):
-        return None, None
-    with open(config_file) as f:
-        data = yaml.safe_load(f) or {}
-    solver = data.get("SOLVER") or {}
-    base = data.get("_BASE_")
-    base_max, base_steps = None, None
-    if base:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(os.path.abspath(config_file)), base)
-        base_max, base_steps = _file_schedule(base_path, _depth + 1)
-    max_iter = solver.get("MAX_ITER", base_max)
-    if "STEPS" in solver:
-        steps = solver["STEPS"]
-        if isinstance(steps, str):
-            import ast
-
-            steps = ast.literal_eval(steps)
-        steps = tuple(int(x) for x in steps)
-    elif base_steps is not None and base_max and max_iter:
-        steps = _scale(base_steps, base_max, max_iter)
-    else:
-        steps = base_steps
-    return max_iter, steps
 
 
 def add_sniper_config(cfg):
@@ -393,6 +172,15 @@ def add_sniper_config(cfg):
     # detectron2's own keys set the rest (MOVED_KEYS): MODEL.ROI_HEADS.SCORE_THRESH_TEST drops each
     # tile's detections below it before merging; TEST.DETECTIONS_PER_IMAGE caps the detections of
     # each tile and of each full image after merging (also COCOEvaluator's max_dets_per_image).
+    # Evaluation of huge images (sniper_d2/evaluation_windows.py): an image with at least
+    # EVAL_WINDOWS_MIN_PIXELS pixels or EVAL_WINDOWS_MIN_OBJECTS annotations is evaluated by square
+    # windows of EVAL_WINDOW_SIZE px: objects and detections go to the window of their box centre and
+    # are matched within it, in the same COCO evaluation as the other images (plain COCO matching
+    # builds one IoU matrix of all the image's detections by all its objects). TEST.DETECTIONS_PER_IMAGE
+    # then caps each window. EVAL_WINDOW_SIZE 0 turns this off.
+    _C.SNIPER.TEST.EVAL_WINDOW_SIZE = 1024
+    _C.SNIPER.TEST.EVAL_WINDOWS_MIN_PIXELS = 64_000_000
+    _C.SNIPER.TEST.EVAL_WINDOWS_MIN_OBJECTS = 5000
     # "full": every scale over the whole image. "autofocus": the coarsest scale over the whole
     # image, each finer scale only inside the focus chips of the scale above (AutoFocus, Najibi et
     # al., ICCV 2019); needs a model with a focus head (SNIPER.AUTOFOCUS below).

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .coco import DatasetError, load_coco_records
-from .stats import config_value
+from .config_files import config_value
 
 __all__ = ["DatasetInfo", "SliceSettings", "slice_settings", "dataset_info", "detection_cap", "baseline_resize",
            "dataset_name", "write_configs"]
@@ -145,7 +145,7 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
     Args:
         output_dir (str): folder to write into.
         base_config (str): the user's config file, ``_BASE_`` of both.
-        cfg_dict (dict): that config read by :func:`sniper_d2.stats.read_config_yaml`.
+        cfg_dict (dict): that config read by :func:`sniper_d2.config_files.read_config_yaml`.
         suggestion (ScaleSuggestion): the derived SNIPER settings.
         train (DatasetInfo): the training json. tests (list[DatasetInfo]): validation / test jsons.
         image_roots (list[str] or None): per data set (train first) image folder; "" = beside the json.

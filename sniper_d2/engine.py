@@ -4,7 +4,9 @@ detectron2 0.6's ``launch`` asserts CUDA and uses NCCL, and its ``create_ddp_mod
 ``device_ids=[local_rank]``, which DistributedDataParallel rejects for a CPU module. We keep the real
 ``launch`` for GPUs and add:
 
-- :func:`launch_cpu`: spawns N processes on this machine, joined by a gloo process group;
+- :func:`launch_cpu`: spawns N processes on this machine, joined by a gloo process group with the
+  processes of the other machines (one or several, as detectron2's ``launch`` does with NCCL);
+- :func:`free_local_dist_url`: a ``tcp://127.0.0.1:<port>`` address on a port free now;
 - :func:`create_ddp_model`: like detectron2's, with ``device_ids=None`` for CPU models;
 - :func:`install_cpu_ddp_support`: makes ``DefaultTrainer`` use it. detectron2 0.6 has no public
   way to choose the DDP wrapper of ``DefaultTrainer`` (its ``__init__`` calls the module-level
@@ -20,6 +22,7 @@ go through.
 
 import logging
 import os
+import socket
 import sys
 
 import torch
@@ -29,7 +32,7 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["launch_cpu", "create_ddp_model", "install_cpu_ddp_support"]
+__all__ = ["launch_cpu", "free_local_dist_url", "create_ddp_model", "install_cpu_ddp_support"]
 
 logger = logging.getLogger(__name__)
 _d2_create_ddp_model = d2_defaults.create_ddp_model
@@ -53,12 +56,15 @@ def install_cpu_ddp_support():
 USER_ERROR_EXIT = 3
 
 
-def _cpu_worker(rank, main_func, world_size, dist_url, args, user_error_queue):
+def _cpu_worker(local_rank, main_func, num_per_machine, num_machines, machine_rank, dist_url, args,
+                user_error_queue):
     from .cli import user_errors
 
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=rank)
+    rank = machine_rank * num_per_machine + local_rank  # as detectron2's launch numbers them
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=num_per_machine * num_machines,
+                            rank=rank)
     install_cpu_ddp_support()
-    torch.set_num_threads(max(1, torch.get_num_threads() // world_size))
+    torch.set_num_threads(max(1, torch.get_num_threads() // num_per_machine))
     try:
         main_func(*args)  # another exception goes to the parent through torch.multiprocessing
     except user_errors() as e:  # the parent prints it in one line (sys.argv is the parent's)
@@ -84,22 +90,36 @@ def _exit_now():
     os._exit(0)
 
 
-def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=()):
-    """Run ``main_func(*args)`` in ``num_processes`` CPU processes joined by a gloo group.
+def free_local_dist_url():
+    """``tcp://127.0.0.1:<port>`` on a port that is free now (the system picks it: a socket bound to
+    port 0), for a process group of one machine. Another program may take the port before the group
+    binds it; the group then fails to start, naming the address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def launch_cpu(main_func, num_processes, dist_url="tcp://127.0.0.1:29511", args=(), *, num_machines=1,
+               machine_rank=0):
+    """Run ``main_func(*args)`` in ``num_processes`` CPU processes on this machine, joined by a gloo
+    group with the processes of the other machines (``num_machines`` in all, this one being
+    ``machine_rank``; every machine runs the same command with its own rank and the same
+    ``dist_url``, the address of machine 0). Global rank = ``machine_rank * num_processes + local
+    rank``, as in detectron2's ``launch``.
 
     A user error (:func:`sniper_d2.cli.user_errors`) in a worker ends the program with one line,
     ``<program>: error: <message>``, and status 1, as in one process.
     """
-    if num_processes <= 1:
+    if num_processes * num_machines <= 1:
         return main_func(*args)
-    logger.info(f"launching {num_processes} CPU processes (gloo) at {dist_url}")
+    logger.info(f"launching {num_processes} CPU processes (gloo) on machine {machine_rank} of {num_machines} "
+                f"at {dist_url}")
     user_errors = mp.get_context("spawn").SimpleQueue()
     try:
         mp.start_processes(_cpu_worker, nprocs=num_processes,
-                           args=(main_func, num_processes, dist_url, args, user_errors),
+                           args=(main_func, num_processes, num_machines, machine_rank, dist_url, args, user_errors),
                            daemon=False, start_method="spawn")
     except mp.ProcessExitedException as e:
         if e.exit_code == USER_ERROR_EXIT and not user_errors.empty():
             sys.exit(user_errors.get())  # the first worker's line; status 1, as in one process
         raise
-

@@ -9,8 +9,8 @@ Two jobs, one set of frames:
       x_out = (x - x0) * scale,    y_out = (y - y0) * scale
 
   for pixels and boxes alike (continuous coordinates, pixel ``j`` covering ``[j, j+1)``). Its
-  content is ``round((min(x1, W) - x0) * scale)`` pixels wide, at most ``chip_size``
-  (:func:`chip_content_size`). Resampling: bilinear (``cv2.warpAffine`` with the exact matrix) when
+  content is ``scaled_length(min(x1, W) - x0, scale)`` pixels wide (rounded half up: the one rule
+  for scaled sizes, :func:`scaled_length`), at most ``chip_size`` (:func:`chip_content_size`). Resampling: bilinear (``cv2.warpAffine`` with the exact matrix) when
   enlarging; when shrinking, a sub-pixel shift to the origin followed by ``cv2.resize(..., fx=f,
   interpolation=INTER_AREA)`` (area averaging, exact factor ``f``).
 * **Tiling a scaled image** (:func:`tile_windows`, :func:`touches_inner_border`): windows are XYXY
@@ -28,13 +28,23 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["chip_content_size", "chip_content_extent", "warp_to_chip", "crop_and_scale", "axis_starts",
+__all__ = ["scaled_length", "scaled_size", "chip_content_size", "chip_content_extent", "warp_to_chip", "crop_and_scale", "axis_starts",
            "tile_windows", "touches_inner_border"]
 
 
-def _round(v):
-    """Round half up to an int (``round`` would round half to even)."""
-    return int(math.floor(v + 0.5))
+def scaled_length(length, scale):
+    """Pixels that ``length`` original pixels span at resize factor ``scale``, as an int.
+
+    The one rounding rule for scaled sizes (chip content, scaled images, tiles, focus chips):
+    half up, ``floor(length * scale + 0.5)`` (Python's ``round`` would round half to even).
+    """
+    return int(math.floor(length * scale + 0.5))
+
+
+def scaled_size(image_size, scale):
+    """(h, w) ints: an image of ``image_size`` (height, width) original pixels resized by ``scale``
+    (:func:`scaled_length` per side)."""
+    return scaled_length(image_size[0], scale), scaled_length(image_size[1], scale)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -54,8 +64,8 @@ def chip_content_size(chip, scale, image_size, chip_size):
     h, w = image_size
     if chip[0] < -1e-6 or chip[1] < -1e-6:
         raise ValueError(f"chip {[float(v) for v in chip]} starts outside the {w}x{h} image")
-    out_w = min(chip_size, _round((min(chip[2], w) - max(chip[0], 0.0)) * scale))
-    out_h = min(chip_size, _round((min(chip[3], h) - max(chip[1], 0.0)) * scale))
+    out_w = min(chip_size, scaled_length(min(chip[2], w) - max(chip[0], 0.0), scale))
+    out_h = min(chip_size, scaled_length(min(chip[3], h) - max(chip[1], 0.0), scale))
     if out_w <= 0 or out_h <= 0:
         raise ValueError(f"chip {[float(v) for v in chip]} at scale {scale} has no pixel inside the {w}x{h} image")
     return out_h, out_w

@@ -32,7 +32,7 @@ import numpy as np
 from .chips import (batch_negative_chips, batch_positive_chips, in_valid_range, off_object_proposals,
                     resolve_scale)
 from .coco import crowd_flags, non_crowd_boxes, sanitize_boxes
-from .config import ConfigError, ValidRange, is_fit, parse_scales
+from .config_types import ConfigError, ValidRange, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
 __all__ = ["PlanParams", "ChipPlan", "PLAN_MODES", "plan_images", "slice_images", "build_plan", "merge_plans",
@@ -304,7 +304,8 @@ def plan_images(jobs, params, epochs, seed):
 def slice_images(jobs, params, epochs):
     """Plain slicing: every tile of a regular grid, at every scale, in every epoch.
 
-    At scale ``s`` the image is ``(round(H s), round(W s))`` scaled pixels, cut into the windows of
+    At scale ``s`` the image is ``scaled_length`` of (H, W) (half up) scaled pixels, cut into the windows
+    of
     :func:`sniper_d2.geometry.tile_windows` (``CHIP_SIZE`` square, neighbours overlapping by at least
     ``round(slice_overlap * CHIP_SIZE)`` scaled pixels, the last window of a row or column shifted
     inward to end at the border; a side shorter than a chip gives one window as long as the side),
@@ -314,7 +315,7 @@ def slice_images(jobs, params, epochs):
 
     Args and Returns: as :func:`plan_images` (the proposals in ``jobs`` are not used).
     """
-    from .geometry import tile_windows  # cv2: imported when slicing is planned, not with this module
+    from .geometry import scaled_length, tile_windows  # cv2: imported when slicing is planned only
 
     overlap = int(round(params.slice_overlap * params.chip_size))
     parts = []
@@ -322,7 +323,7 @@ def slice_images(jobs, params, epochs):
         (h, w), index = job[0], job[2]
         for s, entry in enumerate(params.scales):
             scale = float(resolve_scale(entry, (h, w), params.chip_size))
-            scaled = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+            scaled = (max(1, scaled_length(h, scale)), max(1, scaled_length(w, scale)))
             win = tile_windows(scaled, params.chip_size, overlap).astype(np.float64)
             chips = win / scale
             ends = win[:, 2:] >= np.asarray(scaled[::-1], np.float64)  # windows ending at the border

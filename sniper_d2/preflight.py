@@ -31,7 +31,7 @@ def check_data_files(cfg):
         ConfigError: an entry that is not a (name, json_file, image_root) triple.
     """
     from .coco import DatasetError
-    from .config import ConfigError
+    from .config_types import ConfigError
 
     for entry in cfg.SNIPER.REGISTER_COCO:
         if len(entry) != 3:
@@ -62,7 +62,7 @@ def check_num_classes(cfg, names):
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from .config import ConfigError
+    from .config_types import ConfigError
 
     registered = set(DatasetCatalog.list())
     for name in names:

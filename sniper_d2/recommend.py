@@ -48,7 +48,7 @@ def data_traits(records, band, slice_scale, chip_size, overlap, sample_images=20
         ``objects_per_tile`` (mean over tiles with objects), ``images`` (sample size).
     """
     from .coco import non_crowd_boxes
-    from .config import ValidRange
+    from .config_types import ValidRange
     from .plans import PlanParams, slice_images
 
     rng = np.random.default_rng(seed)

@@ -3,10 +3,12 @@
 Imported by tests; run as a script (``python tests/infer_oracle.py <infer.py arguments>``) it runs
 tools/infer.py with the oracle registered in every process, including the processes that
 ``--num-gpus N`` spawns (they re-import this script). ``SNIPER_ORACLE_FAIL_AFTER=K`` makes the
-oracle raise after K forward passes: an interrupted run.
+oracle raise after K forward passes: an interrupted run; ``SNIPER_ORACLE_KILL_AFTER=K`` makes its
+process kill itself (SIGKILL: no clean-up of any kind) after K forward passes.
 """
 
 import os
+import signal
 import sys
 
 import torch
@@ -35,6 +37,9 @@ class FolderOracle(torch.nn.Module):
         fail_after = int(os.environ.get("SNIPER_ORACLE_FAIL_AFTER", "0"))
         if fail_after and FolderOracle.calls > fail_after:
             raise RuntimeError("oracle: interrupted (SNIPER_ORACLE_FAIL_AFTER)")
+        kill_after = int(os.environ.get("SNIPER_ORACLE_KILL_AFTER", "0"))
+        if kill_after and FolderOracle.calls > kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
         outputs = []
         for item in inputs:
             boxes, classes = visible_rectangles(item["image"].permute(1, 2, 0).numpy())

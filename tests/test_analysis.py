@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sniper_d2.analysis import false_positive_stats, false_positives_at_recall
+from lab.analysis import false_positive_stats, false_positives_at_recall
 
 
 def _record(image_id, boxes, distractors=()):

@@ -228,8 +228,22 @@ def test_infer_tool_reports_a_pattern_matching_nothing(tmp_path, random_checkpoi
     assert "Traceback" not in proc.stderr
 
 
-def test_evaluation_loader_names_a_missing_validation_image(tmp_path):
-    from sniper_d2.inference.evaluation import FullImageMapper
+def test_evaluation_names_a_missing_validation_image(tmp_path):
+    import json
 
+    from detectron2.evaluation import DatasetEvaluator
+
+    from sniper_d2.data.datasets import register_coco_json
+    from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+    from sniper_d2.inference.evaluation import tiled_inference_on_dataset
+
+    path = tmp_path / "gone.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "gone.jpg", "height": 5, "width": 5}],
+                                "annotations": [], "categories": [{"id": 1, "name": "c0"}]}))
+    register_coco_json("bad_inputs_gone", str(path))
+    params = TiledInferenceParams(scales=(1.0,), valid_ranges=((0.0, -1.0),), tile_size=64, tile_overlap=16)
+    import torch
+
+    predictor = MultiScaleTiledPredictor(torch.nn.Identity(), params)
     with pytest.raises(ImageReadError, match=r"gone\.jpg: image file not found"):
-        FullImageMapper("BGR")({"file_name": str(tmp_path / "gone.jpg"), "image_id": 1, "height": 5, "width": 5})
+        tiled_inference_on_dataset(predictor, "bad_inputs_gone", DatasetEvaluator())

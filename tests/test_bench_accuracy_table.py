@@ -7,9 +7,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import bench_accuracy as bench  # noqa: E402
-from results_store import save_benchmark_results  # noqa: E402
+from lab import accuracy_tables as bench
+from sniper_d2.io import save_json_artifact
 
 
 def _run(seed, ap, mid_ap, fp="no clutter split"):
@@ -52,7 +51,7 @@ def test_ranking_at_the_end_and_half_way():
 
 def test_table_option_prints_the_markdown_table_from_the_results_json(tmp_path):
     path = str(tmp_path / "bench_accuracy.json")
-    save_benchmark_results("bench_accuracy", _figures(), path)
+    save_json_artifact(path, "sniper_d2.benchmark_results", 1, {"benchmark": "bench_accuracy", "figures": _figures()})
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_accuracy.py"), "--table",
                            "--results", path], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sniper_d2.chips import (batch_positive_chips, boxes_inside, chip_extent, in_valid_range, negative_chips,
                              off_object_proposals, positive_chips, resolve_scale)
 from sniper_d2.coco import sanitize_boxes
-from sniper_d2.config import FIT_SCALE
+from sniper_d2.config_types import FIT_SCALE
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -3,7 +3,7 @@
 import pytest
 
 from sniper_d2.cli import run_main
-from sniper_d2.config import ConfigError
+from sniper_d2.config_types import ConfigError
 
 
 def _raise(error):

@@ -1,6 +1,8 @@
-"""sniper_d2.config value types: scales and valid ranges decoded once ("-1" = fit / no upper bound)."""
+"""sniper_d2.config_types: scales and valid ranges decoded once ("-1" = fit / no upper bound);
+sniper_d2.config_files: config files read through fvcore's one ``_BASE_`` reader."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sniper_d2.coco import crowd_flags, non_crowd_boxes
-from sniper_d2.config import FIT_SCALE, ConfigError, ValidRange, is_fit, parse_scales
+from sniper_d2.config_files import config_value, read_config_yaml
+from sniper_d2.config_types import FIT_SCALE, ConfigError, ValidRange, is_fit, parse_scales
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def test_minus_one_upper_bound_parses_to_infinity_and_back():
@@ -64,8 +69,6 @@ def test_non_crowd_boxes_leave_out_crowd_boxes():
 
 
 def test_both_config_readers_name_a_missing_file_the_same_way(tmp_path):
-    from sniper_d2.stats import read_config_yaml
-
     missing = str(tmp_path / "no_such.yaml")
     with pytest.raises(FileNotFoundError, match=f"config file {missing} not found"):
         read_config_yaml(missing)
@@ -73,3 +76,39 @@ def test_both_config_readers_name_a_missing_file_the_same_way(tmp_path):
     loop.write_text("_BASE_: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops back"):
         read_config_yaml(str(loop))
+
+
+def test_read_config_yaml_follows_base_chain():
+    cfg = read_config_yaml(os.path.join(REPO, "configs", "faster_rcnn_tiny_cpu.yaml"))
+    assert config_value(cfg, "MODEL.ANCHOR_GENERATOR.SIZES") == [[16], [32], [64], [128], [256]]
+    assert config_value(cfg, "MODEL.META_ARCHITECTURE") == "GeneralizedRCNN"  # from the base's base
+    assert config_value(cfg, "SNIPER.ENABLED") is False  # the child wins
+    assert config_value(cfg, "SNIPER.SCALES") == (2.0, 1.0, -1.0)  # "(...)" strings evaluated
+    assert config_value(cfg, "SNIPER.MISSING", 7) == 7
+
+
+def test_config_chain_lists_the_bases_first_and_an_empty_file_is_one_line_error(tmp_path):
+    from sniper_d2.config_files import config_chain
+
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  MAX_ITER: 10\n")
+    (tmp_path / "mid.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.1\n")
+    (tmp_path / "top.yaml").write_text("_BASE_: mid.yaml\nSOLVER:\n  MAX_ITER: 20\n")
+    assert [os.path.basename(p) for p in config_chain(str(tmp_path / "top.yaml"))] == ["base.yaml", "mid.yaml",
+                                                                                         "top.yaml"]
+    assert read_config_yaml(str(tmp_path / "top.yaml"))["SOLVER"] == {"MAX_ITER": 20, "BASE_LR": 0.1}
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="empty.yaml: not a mapping"):
+        read_config_yaml(str(tmp_path / "empty.yaml"))
+    (tmp_path / "bad.yaml").write_text("SOLVER: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        read_config_yaml(str(tmp_path / "bad.yaml"))
+
+
+def test_reading_a_config_file_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from sniper_d2.config_files import read_config_yaml; "
+            f"read_config_yaml({os.path.join(REPO, 'configs', 'sniper_tiny_cpu.yaml')!r}); "
+            "assert 'torch' not in sys.modules and 'detectron2' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

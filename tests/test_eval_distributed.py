@@ -33,18 +33,17 @@ class NoisyOracle(torch.nn.Module):
 
 
 def evaluate_on_all_processes(json_path, out_file):
-    """Run in each process: sharded test loader, tiled inference, COCOEvaluator (gathers to rank 0)."""
-    from detectron2.data import build_detection_test_loader, DatasetCatalog
-    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+    """Run in each process: its share of the images, tiled inference, COCOEvaluator (gathers to rank 0)."""
+    from detectron2.evaluation import COCOEvaluator
     from detectron2.utils import comm
 
     from sniper_d2.data.datasets import register_coco_json
-    from sniper_d2.inference.evaluation import FullImageMapper, SniperTiledInference
+    from sniper_d2.inference import MultiScaleTiledPredictor
+    from sniper_d2.inference.evaluation import tiled_inference_on_dataset
 
     register_coco_json("dist_eval", json_path)
-    loader = build_detection_test_loader(DatasetCatalog.get("dist_eval"), mapper=FullImageMapper("BGR"), num_workers=0)
     evaluator = COCOEvaluator("dist_eval", tasks=("bbox",), use_fast_impl=False, max_dets_per_image=100)
-    res = inference_on_dataset(SniperTiledInference(NoisyOracle(), PARAMS), loader, evaluator)
+    res = tiled_inference_on_dataset(MultiScaleTiledPredictor(NoisyOracle(), PARAMS), "dist_eval", evaluator)
     if comm.is_main_process():
         with open(out_file, "w") as f:
             json.dump({"res": res["bbox"], "world": comm.get_world_size()}, f)

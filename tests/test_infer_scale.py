@@ -1,5 +1,7 @@
-"""tools/infer.py at scale: N processes write the same results.json as one; a run interrupted and
-resumed writes the same results.json as an uninterrupted one, without redoing finished images."""
+"""tools/infer.py at scale: N processes, and two "machines" (two process trees on this host joined by
+one --dist-url), write the same results.json as one; a run interrupted (an exception, or SIGKILL,
+with a torn last line) and resumed writes the same results.json as an uninterrupted one, without
+redoing finished images."""
 
 import json
 import os
@@ -72,6 +74,7 @@ def test_an_interrupted_run_resumed_writes_the_same_results(setup, one_process, 
     assert not (tmp_path / "results.json").exists()
     parts = list((tmp_path / "partial").iterdir())
     assert len(parts) == 1
+    assert len(parts[0].read_text().splitlines()) == 2, "the header and the first image"
     monkeypatch.delenv("SNIPER_ORACLE_FAIL_AFTER")
     infer_oracle.FolderOracle.calls = 0
     infer.main(args_for(images, tmp_path, "--resume") + opts)
@@ -84,6 +87,63 @@ def test_an_interrupted_run_resumed_writes_the_same_results(setup, one_process, 
     assert calls_resumed < infer_oracle.FolderOracle.calls, "finished images were run again"
 
 
+def oracle_cmd(images, out, *extra, opts):
+    return [sys.executable, os.path.join(HERE, "infer_oracle.py"), *args_for(images, out, *extra), *opts]
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+@pytest.mark.slow
+def test_two_machines_write_the_same_results_as_one(setup, one_process, tmp_path):
+    from sniper_d2.engine import free_local_dist_url
+
+    images, opts = setup
+    url = free_local_dist_url()
+    machines = [subprocess.Popen(oracle_cmd(images, tmp_path, "--num-machines", "2", "--machine-rank", str(rank),
+                                            "--dist-url", url, opts=opts),
+                                 cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for rank in (0, 1)]
+    logs = [m.communicate(timeout=300)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert results(tmp_path) == one_process
+    assert not os.path.exists(tmp_path / "partial")  # machine 0 merged both machines' partial files
+
+
+def test_a_killed_run_with_a_torn_line_resumed_writes_the_same_results(setup, one_process, tmp_path):
+    images, opts = setup
+    env = dict(ENV, SNIPER_ORACLE_KILL_AFTER="23")  # SIGKILL after about 3 of the 5 images
+    killed = subprocess.run(oracle_cmd(images, tmp_path, opts=opts), cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (part,) = (tmp_path / "partial").iterdir()
+    lines = part.read_text().splitlines()
+    done = len(lines) - 1  # the first line is the header
+    assert 1 <= done < 5 and not (tmp_path / "results.json").exists()
+    with open(part, "a") as f:  # a kill in the middle of a write: half of the fourth image's line
+        f.write(lines[1][: len(lines[1]) // 2])
+    resumed = subprocess.run(oracle_cmd(images, tmp_path, "--resume", opts=opts), cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert results(tmp_path) == one_process
+    assert f"resuming: {done} of 5 images already done" in resumed.stdout + resumed.stderr
+
+
+def test_a_damaged_line_before_the_last_is_an_error_naming_the_file_and_line(tmp_path):
+    from sniper_d2.inference.folder import PARTIAL_FORMAT, read_partial_file
+    from sniper_d2.io import ArtifactError
+
+    path = tmp_path / "part-g000-rank000.jsonl"
+    header = json.dumps({"format": PARTIAL_FORMAT[0], "version": PARTIAL_FORMAT[1], "run_key": "k"})
+    path.write_text(header + '\n{"image_id": 1}\n{"image_id": 2}\n{"image_')
+    assert read_partial_file(str(path), "k") == [{"image_id": 1}, {"image_id": 2}]  # the torn line is dropped
+    path.write_text(header + '\n{"image_id": 1\n{"image_id": 2}\n')
+    with pytest.raises(ArtifactError, match=r"part-g000-rank000\.jsonl: line 2 is damaged"):
+        read_partial_file(str(path), "k")
+    path.write_text(header[:10])  # killed while writing the header: nothing done
+    assert read_partial_file(str(path), "k") == []
+
+
 def test_resuming_with_other_settings_is_refused_naming_the_file(setup, tmp_path, monkeypatch):
     from sniper_d2.io import ArtifactError
 
@@ -93,6 +153,6 @@ def test_resuming_with_other_settings_is_refused_naming_the_file(setup, tmp_path
     with pytest.raises(RuntimeError, match="interrupted"):
         infer.main(args_for(images, tmp_path, "--save-every", "1") + opts)
     monkeypatch.delenv("SNIPER_ORACLE_FAIL_AFTER")
-    with pytest.raises(ArtifactError, match=r"part-g000-rank000\.json: partial results of another run"):
+    with pytest.raises(ArtifactError, match=r"part-g000-rank000\.jsonl: partial results of another run"):
         infer.main(args_for(images, tmp_path, "--resume") + opts + ["SNIPER.TEST.MERGE_IOU", "0.6"])
 

@@ -119,8 +119,49 @@ def test_a_missing_config_file_is_an_error_naming_it(setup, tmp_path):
                   "--output", str(tmp_path / "out")], [])
 
 
+def test_a_georeferenced_input_gets_its_detections_as_map_polygons(setup, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    pyogrio = pytest.importorskip("pyogrio")
+    import shapely
+    from rasterio.transform import Affine
+
+    gt_path, images, opts = setup
+    rgb = cv2.cvtColor(cv2.imread(str(images / "0.png")), cv2.COLOR_BGR2RGB)
+    transform = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 3762000.0)  # 0.5 m pixels, UTM 11N
+    geotiff = tmp_path / "site.tif"
+    with rasterio.open(geotiff, "w", driver="GTiff", width=rgb.shape[1], height=rgb.shape[0], count=3,
+                       dtype="uint8", crs="EPSG:32611", transform=transform) as ds:
+        ds.write(rgb.transpose(2, 0, 1))
+    out = tmp_path / "out"
+    run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"), "--input", str(geotiff),
+              str(images / "0.png"), "--output", str(out), "--confidence-threshold", "0.0", "--no-draw",
+              "--vector-format", "gpkg"], opts)
+    results = [r for r in json.load(open(out / "results.json")) if r["file_name"] == str(geotiff)]
+    assert {(r["category_id"], tuple(r["bbox"])) for r in results} == \
+        {(c, b) for _, c, b in expected_results(gt_path, {"0.png": str(geotiff)})}
+    assert sorted(os.listdir(out)) == ["results.json", "results_meta.json", "site.gpkg"]  # 0.png: no map frame
+    assert json.load(open(out / "results_meta.json"))["vectors"] == {str(geotiff): str(out / "site.gpkg")}
+
+    meta, _, wkb, fields = pyogrio.raw.read(str(out / "site.gpkg"))
+    assert meta["crs"] == "EPSG:32611"
+    got = dict(zip(meta["fields"], fields))
+    bounds = shapely.bounds(shapely.from_wkb(wkb))  # (N, 4) map x0, y0, x1, y1
+    x, y, w, h = np.array([r["bbox"] for r in results]).T  # features in results.json's order
+    np.testing.assert_allclose(got["score"], [r["score"] for r in results])
+    x0, y0 = 500000.0 + 0.5 * x, 3762000.0 - 0.5 * (y + h)  # the box's lower-left corner on the map
+    np.testing.assert_allclose(bounds, np.stack([x0, y0, x0 + 0.5 * w, y0 + 0.5 * h], 1), atol=1e-3)
+    assert list(got["class"]) == [f"c{r['category_id'] - 1}" for r in results]  # the data set's names
+
+
+def test_a_vector_crs_that_is_not_a_crs_is_an_error_naming_it(setup, tmp_path):
+    _, images, opts = setup
+    with pytest.raises(SystemExit):
+        run_tool(["--config-file", os.path.join(ROOT, "configs/sniper_tiny_cpu.yaml"), "--input", str(images),
+                  "--output", str(tmp_path / "out"), "--vector-crs", "EPSG:nope"], opts)
+
+
 def test_draw_focus_without_autofocus_is_refused_before_the_model_loads(setup, tmp_path, monkeypatch):
-    from sniper_d2.config import ConfigError
+    from sniper_d2.config_types import ConfigError
     from sniper_d2.inference import fast_model
 
     _, images, opts = setup

@@ -1,18 +1,23 @@
 """merge_detections: per-class NMS and nested-box NMS equal brute-force references; soft-NMS decays as specified."""
 
 import math
-import sys
-import os
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
-from bench_merge import python_nms, random_detections  # noqa: E402
+from sniper_d2.inference import merge_detections, soft_nms
 
-from sniper_d2.inference import merge_detections, soft_nms  # noqa: E402
+
+def random_detections(n, seed, image_side, classes):
+    """(boxes (n, 4) float32 XYXY, scores (n,) float32, classes (n,) int64): boxes in clusters of about
+    eight near-duplicates, as overlapping tiles and scales produce them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, image_side, (n // 8 + 1, 2))[rng.integers(0, n // 8 + 1, n)]
+    half = rng.uniform(4, 60, (n, 2))
+    boxes = np.hstack([centres - half, centres + half]) + rng.normal(0, 3, (n, 1))
+    return boxes.astype(np.float32), rng.random(n).astype(np.float32), rng.integers(0, classes, n)
 
 
 def _iou(a, b):
@@ -101,6 +106,12 @@ def brute_force_nested_nms(boxes, scores, classes, iou_thr, ios_thr, top_k):
     return kept
 
 
+def python_nms(boxes, scores, classes, iou_thr):
+    """Plain per-class NMS by the definition: nested NMS without the intersection-over-smaller rule
+    and without a cap. Returns kept indices in score order."""
+    return brute_force_nested_nms(boxes, scores, classes, iou_thr, math.inf, len(boxes) + 1)
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 150), seed=st.integers(0, 10_000), iou=st.sampled_from([0.3, 0.5]),
        ios=st.sampled_from([0.5, 0.8, 0.95]), top_k=st.sampled_from([5, 1000]), block=st.sampled_from([1, 7, 1024]),
@@ -170,7 +181,8 @@ def test_cross_class_iou_out_of_range_is_refused():
 def test_the_predictor_merges_across_classes_when_the_config_asks():
     from detectron2.config import get_cfg
 
-    from sniper_d2.config import ConfigError, add_sniper_config
+    from sniper_d2.config import add_sniper_config
+    from sniper_d2.config_types import ConfigError
     from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
 
     cfg = get_cfg()

@@ -13,7 +13,7 @@ import pytest
 from sniper_d2 import plans
 from sniper_d2.chips import boxes_inside, chip_extent, resolve_scale
 from sniper_d2.coco import load_coco_records
-from sniper_d2.config import ValidRange
+from sniper_d2.config_types import ValidRange
 from sniper_d2.io import ArtifactError, save_npz_artifact
 from sniper_d2.plans import PlanParams, build_plan, load_or_build_plan, load_plan, save_plan
 

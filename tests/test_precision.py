@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
-from sniper_d2.config import ConfigError
+from sniper_d2.config_types import ConfigError
 from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
 from sniper_d2.inference import precision as precision_mod
 from sniper_d2.inference.precision import backbone_autocast, inference_autocast, resolve_precision

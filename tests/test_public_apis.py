@@ -17,10 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARIES = ("detectron2", "torch", "tifffile", "rasterio")
 PRIVATE = re.compile(r"^_[A-Za-z0-9]")  # _name, _NAME; not __dunder__
 
-# Private uses that another change of issue 23 removes (the folder work rewrites tools/infer.py's
-# free port and the progress counter of sniper_d2/inference/folder.py). Remove an entry when that
-# change lands.
-PENDING = {("tools/infer.py", "_find_free_port"), ("sniper_d2/inference/folder.py", "_get_default_store")}
+# Private uses that another change removes. Remove an entry when that change lands.
+PENDING = set()
 # detectron2's compiled extension: whether this install has it (and its COCOevalAccumulate) is only
 # known by importing it, as detectron2 itself does (sniper_d2.inference.evaluation.has_fast_coco_eval).
 ALLOWED = {("sniper_d2/inference/evaluation.py", "_C")}

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sniper_d2 import stats
-from sniper_d2.config import FIT_SCALE, NO_UPPER_BOUND
+from sniper_d2.config_types import FIT_SCALE, NO_UPPER_BOUND
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -209,15 +209,6 @@ def test_yaml_fragment_merges_into_a_detectron2_config_and_plans(tmp_path):
     assert params.scales == tuple(s.scales)
     assert [list(r) for r in cfg.SNIPER.TEST.VALID_RANGES] == [list(r) for r in s.test_valid_ranges]
     assert cfg.SNIPER.CHIP_STRIDE == s.chip_stride
-
-
-def test_read_config_yaml_follows_base_chain():
-    cfg = stats.read_config_yaml(os.path.join(REPO, "configs", "faster_rcnn_tiny_cpu.yaml"))
-    assert stats.config_value(cfg, "MODEL.ANCHOR_GENERATOR.SIZES") == [[16], [32], [64], [128], [256]]
-    assert stats.config_value(cfg, "MODEL.META_ARCHITECTURE") == "GeneralizedRCNN"  # from the base's base
-    assert stats.config_value(cfg, "SNIPER.ENABLED") is False  # the child wins
-    assert stats.config_value(cfg, "SNIPER.SCALES") == (2.0, 1.0, -1.0)  # "(...)" strings evaluated
-    assert stats.config_value(cfg, "SNIPER.MISSING", 7) == 7
 
 
 def test_cost_estimate_counts_chips_and_compares_pixels():

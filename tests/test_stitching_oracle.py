@@ -13,13 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 
 from sniper_d2.data.datasets import register_coco_json
-from sniper_d2.inference.evaluation import FullImageMapper, SniperTiledInference
-from sniper_d2.inference import TiledInferenceParams
+from sniper_d2.inference import MultiScaleTiledPredictor, TiledInferenceParams
+from sniper_d2.inference.evaluation import tiled_inference_on_dataset
 
 COLORS = [(0, 0, 200), (0, 200, 0), (200, 0, 0)]  # BGR, one per class
 PARAMS = TiledInferenceParams(scales=(2.0, 1.0, 0.5), valid_ranges=((0, 40), (30, 120), (100, -1)),
@@ -90,12 +89,9 @@ class OracleModel(torch.nn.Module):
 
 def evaluate(json_path, name, params, out_dir):
     register_coco_json(name, json_path)
-    model = SniperTiledInference(OracleModel(), params)
-    mapper = FullImageMapper("BGR")
-    loader = [[mapper(d)] for d in DatasetCatalog.get(name)]
     evaluator = COCOEvaluator(name, tasks=("bbox",), output_dir=str(out_dir), use_fast_impl=False,
                               max_dets_per_image=params.max_detections)
-    return inference_on_dataset(model, loader, evaluator)["bbox"]
+    return tiled_inference_on_dataset(MultiScaleTiledPredictor(OracleModel(), params), name, evaluator)["bbox"]
 
 
 @pytest.fixture(scope="module")

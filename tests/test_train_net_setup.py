@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from sniper_d2.coco import DatasetError
-from sniper_d2.config import ConfigError
+from sniper_d2.config_types import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -90,7 +90,7 @@ def test_steps_follow_max_iter_when_only_max_iter_changes(tmp_path):
 
 
 def test_steps_past_max_iter_are_refused_in_one_line(tmp_path):
-    from sniper_d2.config import ConfigError
+    from sniper_d2.config_types import ConfigError
 
     with pytest.raises(ConfigError, match=r"SOLVER.STEPS \(240, 280\) has steps at or past SOLVER.MAX_ITER 250"):
         train_net.setup(_args(f"{ROOT}/configs/sniper_tiny_cpu.yaml", "OUTPUT_DIR", str(tmp_path / "a"), *NO_DATA,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Object size statistics of a COCO json, the SNIPER settings they call for, and the configs to train.
 
-Prints the size distribution, why these scales (sniper_d2/stats.py has the rule), the ``SNIPER:``
+Prints the size distribution, why these scales (sniper_d2/stats/derivation.py has the rule), the ``SNIPER:``
 fragment, and training pixels per image measured by planning a sample of images with the real
 planner: SNIPER's chips against the full pyramid at the same scales and the single scale that puts
 the median object in the band (one line says so when SNIPER saves little). Writes, under
@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sniper_d2 import config_writer, recommend, stats  # noqa: E402
 from sniper_d2.cli import run_main  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
+from sniper_d2.config_files import config_value, read_config_yaml  # noqa: E402
 from sniper_d2.io import ArtifactError, atomic_open, load_json_artifact, save_json_artifact  # noqa: E402
 
 EVIDENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "results",
@@ -81,10 +82,9 @@ def parse_args(argv=None):
 
 
 def _settings(args):
-    cfg = stats.read_config_yaml(args.config) if args.config else {}
-    anchors = args.anchor_sizes or stats.config_value(cfg, "MODEL.ANCHOR_GENERATOR.SIZES",
-                                                      stats.DEFAULT_ANCHOR_SIZES)
-    chip = args.chip_size or int(stats.config_value(cfg, "SNIPER.CHIP_SIZE", 512))
+    cfg = read_config_yaml(args.config) if args.config else {}
+    anchors = args.anchor_sizes or config_value(cfg, "MODEL.ANCHOR_GENERATOR.SIZES", stats.DEFAULT_ANCHOR_SIZES)
+    chip = args.chip_size or int(config_value(cfg, "SNIPER.CHIP_SIZE", 512))
     return cfg, anchors, chip
 
 

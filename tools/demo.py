@@ -37,9 +37,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from sniper_d2 import experiment as ex  # noqa: E402
+from lab import experiment as ex  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.results import format_side_by_side  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -89,7 +88,7 @@ def main(argv=None):
     tables = {name: ex.bbox_results(out, "synthetic_val") for name, out in models.items()}
     print("\nCOCO box AP on the synthetic validation set (training iterations in parentheses; equal training "
           "pixels per iteration):")
-    print(format_side_by_side(tables))
+    print(ex.format_side_by_side(tables))
 
     records, _ = load_coco_records(os.path.join(args.data, "clutter.json"))
     print(f"\nFalse positives per image on the distractor-heavy split ({len(records)} images; a false positive "

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sniper_d2.cli import count_arg, parse_with_overrides, run_main, setup_cfg  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.config import ConfigError, is_fit  # noqa: E402
+from sniper_d2.config_types import ConfigError, is_fit  # noqa: E402
 from sniper_d2.plans import PlanParams, load_or_build_plan  # noqa: E402
 
 logger = logging.getLogger("plan_chips")

@@ -7,7 +7,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
 from ..coco import DatasetError
-from ..config import ConfigError
+from ..config_types import ConfigError
 from ..plans import PlanParams
 from .chip_dataset import ChipStreamSpec, build_chip_train_loader
 from .datasets import load_records_for_dataset, records_to_dataset_dicts

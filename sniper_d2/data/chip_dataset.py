@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from detectron2.utils import comm
 
-from ..config import ValidRange
+from ..config_types import ValidRange
 
 __all__ = ["epoch_chip_indices", "ChipStreamSpec", "ChipStream", "build_chip_train_loader",
            "chip_dict"]

@@ -12,7 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..coco import DatasetError, load_coco_records
-from ..config import ConfigError
+from ..config_types import ConfigError
 
 __all__ = ["register_coco_json", "register_datasets_from_cfg", "records_to_dataset_dicts",
            "load_records_for_dataset"]

@@ -6,9 +6,9 @@ Coordinate frames: a chip is ``[x0, y0, x1, y1]`` in original-image pixels (floa
     x_chip = (x - x0) * scale,    y_chip = (y - y0) * scale
 
 of the original image (continuous coordinates, pixel ``j`` covering ``[j, j+1)``), for pixels and
-boxes alike; its content is ``round((min(x1, W) - x0) * scale)`` pixels wide (at most CHIP_SIZE) and
-is zero-padded at the bottom/right to ``CHIP_SIZE x CHIP_SIZE``. Nothing re-resizes the chip
-afterwards: the planned scale survives.
+boxes alike; its content is ``scaled_length(min(x1, W) - x0, scale)`` pixels wide (rounded half up,
+:func:`sniper_d2.geometry.scaled_length`; at most CHIP_SIZE) and is zero-padded at the bottom/right
+to ``CHIP_SIZE x CHIP_SIZE``. Nothing re-resizes the chip afterwards: the planned scale survives.
 
 Resampling: :func:`sniper_d2.geometry.warp_to_chip` (bilinear when enlarging, area averaging by the
 exact factor when shrinking). Only the chip's source pixels are read
@@ -23,7 +23,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from ..config import ValidRange
+from ..config_types import ValidRange
 from ..geometry import chip_content_extent
 from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, check_image_size, open_image, read_chip
 

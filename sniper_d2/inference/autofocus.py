@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from ..chips import resolve_scale
-from ..config import ValidRange
-from ..geometry import tile_windows
+from ..config_types import ValidRange
+from ..geometry import scaled_size, tile_windows
 
 __all__ = ["focus_components", "grow_boxes", "merge_overlapping", "focus_chips", "stitch_focus_map",
            "region_windows", "drop_handed_over", "CoarsePass", "first_scale", "first_scale_range", "autofocus_predict",
@@ -119,12 +119,12 @@ def focus_chips(focus_map, stride, map_scale, threshold, dilation, target_scale,
 
     Returns:
         (M, 4) int64 XYXY chips in target-scale pixels, inside the target-scaled image
-        (``round(h * target_scale)`` x ``round(w * target_scale)``), pairwise non-overlapping.
+        (:func:`sniper_d2.geometry.scaled_size`), pairwise non-overlapping.
     """
     cells = focus_components(focus_map, threshold, dilation)
     if len(cells) == 0:
         return np.zeros((0, 4), np.int64)
-    th, tw = int(round(image_size[0] * target_scale)), int(round(image_size[1] * target_scale))
+    th, tw = scaled_size(image_size, target_scale)
     boxes = cells.astype(np.float64) * stride / map_scale * target_scale  # map px -> original -> target px
     boxes = np.clip(boxes, 0.0, [tw, th, tw, th])
     boxes = np.concatenate([np.floor(boxes[:, :2]), np.ceil(boxes[:, 2:])], axis=1)
@@ -213,7 +213,7 @@ def full_inference_pixels(image_size, params):
     pixels = np.zeros(len(params.scales), np.int64)
     for s_idx, entry in enumerate(params.scales):
         scale = resolve_scale(entry, (h, w), params.fit_size)
-        win = tile_windows((int(round(h * scale)), int(round(w * scale))), params.tile_size, params.tile_overlap)
+        win = tile_windows(scaled_size((h, w), scale), params.tile_size, params.tile_overlap)
         pixels[s_idx] = int(((win[:, 2] - win[:, 0]) * (win[:, 3] - win[:, 1])).sum())
     return pixels
 
@@ -243,7 +243,7 @@ def first_scale(params, image_size):
     h, w = image_size
     scales, order = _scale_order(params, image_size)
     for s_idx in order:
-        scaled = (int(round(h * scales[s_idx])), int(round(w * scales[s_idx])))
+        scaled = scaled_size((h, w), scales[s_idx])
         if min(scaled) >= 1:
             return s_idx, scales[s_idx], tile_windows(scaled, params.tile_size, params.tile_overlap)
     return None
@@ -293,7 +293,7 @@ def autofocus_predict(predictor, image, coarse=None):
     regions = None  # None: the whole image
     for k, s_idx in enumerate(order):
         scale = scales[s_idx]
-        scaled = (int(round(h * scale)), int(round(w * scale)))
+        scaled = scaled_size((h, w), scale)
         if min(scaled) < 1:
             continue  # the image vanishes at this scale; the next one starts from the whole image
         if regions is None:

@@ -1,23 +1,46 @@
-"""Tiled inference over a list of image files, in one or several processes, resumable.
+"""Tiled inference over a list of image files, in one or several processes on one or several
+machines, resumable after a kill.
 
 What ``tools/infer.py`` runs in every process (``comm`` rank / world size from detectron2's launch,
 or from the CPU gloo launch): the files not done yet are split ``rank::world``; each process runs its
-share through the prefetching tile pipeline (:mod:`sniper_d2.inference.pipeline`) and rewrites its
-partial result (``<output>/partial/part-g<G>-rank<R>.json``, atomic, versioned) every ``save_every``
-images. At the end the main process merges every partial result into ``results.json`` (sorted by
-image id, each image's detections by decreasing score, so N processes write the same file as one),
-writes ``results_meta.json`` and removes the partial folder. ``resume=True`` keeps the partial
-results of an interrupted run (any number of processes) and skips their images; they must come from
-the same config, threshold and inputs (``run_key``), or the run stops naming the file.
+share through the prefetching tile pipeline (:mod:`sniper_d2.inference.pipeline`) and appends one
+JSON line per finished image to its own partial file, ``<output>/partial/part-g<G>-rank<R>.jsonl``
+(G: the run's generation, one more for each resume; R: the global rank). The work per image is
+O(1): nothing already written is read or rewritten.
 
-One progress bar (main process) counts every process's images, through the process group's store.
+Partial file format (``PARTIAL_FORMAT``): the first line is the header
+``{"format": "sniper_d2.infer_partial", "version": 2, "run_key": ...}``; every other line is one image,
+``{"image_id", "file_name", "results": [COCO results], "pixels": [per test scale]}`` or
+``{"image_id", "file_name", "skipped": reason}`` for an unreadable file.
+
+Durability: every line is written whole and flushed to the operating system at once, so a killed
+process (SIGKILL, out of memory) loses at most the line it was writing; ``os.fsync`` runs every
+``fsync_every`` images and at the end, so a power loss loses at most that many images. A torn last
+line (a kill in the middle of a write) is dropped when the file is read and its image is run again;
+a damaged line anywhere else, or a file of another run, stops the run with an error naming the file.
+
+``resume=True`` reads every partial file (any number of processes and machines before) and skips
+their images; they must come from the same config, threshold and inputs (``run_key``). At the end
+the main process merges every partial file into ``results.json`` (sorted by image id, each image's
+detections in the detector's order, so N processes on M machines write the same file as one),
+writes ``results_meta.json`` and removes the partial folder. With several machines, ``output_dir``
+must be one folder that every machine sees (a shared file system), as detectron2's OUTPUT_DIR.
+
+Vector output: with ``vector=VectorOutput(...)``, the main process also writes, at the end, the
+detections of every georeferenced input (GeoTIFF with a CRS and a geotransform) as map polygons,
+one file per input named like its drawn image (``<stem>.geojson`` or ``<stem>.gpkg``), through
+:func:`sniper_d2.geo.write_detections_vector`; plain images get none.
+
+One progress bar (main process) counts every process's images from the lines of their partial files.
 """
 
 import glob
+import json
 import logging
 import os
 import shutil
 import time
+from typing import Dict, NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -29,10 +52,25 @@ from ..visualize import draw_detections
 from .autofocus import full_inference_pixels
 from .pipeline import ImageTask, build_tile_loader, run_tiled_inference
 
-__all__ = ["run_key", "infer_files", "load_partial_results", "draw_detections", "PARTIAL_FORMAT"]
+__all__ = ["run_key", "infer_files", "read_partial_file", "load_partial_results", "draw_detections",
+           "VectorOutput", "PARTIAL_FORMAT"]
 
 logger = logging.getLogger("sniper_d2.infer")
-PARTIAL_FORMAT = ("sniper_d2.infer_partial", 1)
+PARTIAL_FORMAT = ("sniper_d2.infer_partial", 2)
+
+
+class VectorOutput(NamedTuple):
+    """Detections of georeferenced inputs as vector files (see the module docstring).
+
+    Attributes:
+        extension (str): ".geojson" or ".gpkg".
+        crs (str or None): the CRS to write (e.g. "EPSG:4326" for RFC 7946 GeoJSON); None: the raster's.
+        class_names (dict[int, str]): data set category id (as in results.json) -> class name.
+    """
+
+    extension: str
+    crs: Optional[str]
+    class_names: Dict[int, str]
 
 
 def run_key(cfg, files, confidence_threshold):
@@ -44,25 +82,83 @@ def _partial_dir(output_dir):
     return os.path.join(output_dir, "partial")
 
 
+def _partial_files(output_dir):
+    return sorted(glob.glob(os.path.join(_partial_dir(output_dir), "part-g*-rank*.jsonl")))
+
+
+def read_partial_file(path, key):
+    """The image records of one partial file (see the module docstring), in the order written.
+
+    A torn last line (no newline at its end: the process was killed while writing it) and a file
+    whose header line is torn are tolerated: what they held is run again.
+
+    Raises:
+        ArtifactError: the file is of another format or version, from another run (``key``), or has a
+            damaged line before its last one.
+    """
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    # lines[-1] is b"" for a file ending with a newline, else the torn line of a killed write.
+    whole = lines[:-1]
+    if not whole:
+        return []
+    try:
+        header = json.loads(whole[0])
+    except ValueError as e:
+        raise ArtifactError(f"{path}: line 1 is not a JSON header ({e})") from None
+    if (header.get("format"), header.get("version")) != PARTIAL_FORMAT:
+        raise ArtifactError(f"{path}: format {header.get('format')!r} version {header.get('version')!r}, expected "
+                            f"{PARTIAL_FORMAT[0]!r} version {PARTIAL_FORMAT[1]}")
+    if header.get("run_key") != key:
+        raise ArtifactError(f"{path}: partial results of another run (config, threshold or inputs differ); "
+                            f"remove {os.path.dirname(path)} or run without --resume")
+    records = []
+    for number, line in enumerate(whole[1:], start=2):
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            raise ArtifactError(f"{path}: line {number} is damaged ({e})") from None
+    return records
+
+
 def load_partial_results(output_dir, key):
-    """Every partial result under ``output_dir``: (done {image_id: file}, results list, skipped list,
-    pixels {file: pixels through the detector per test scale}).
+    """Every image record of the partial files under ``output_dir``: {image_id: record}.
 
     Raises:
         ArtifactError: a partial file is damaged or comes from another run (config, threshold or inputs).
     """
-    done, results, skipped = {}, [], []
-    pixels = {}
-    for path in sorted(glob.glob(os.path.join(_partial_dir(output_dir), "part-*.json"))):
-        part = load_json_artifact(path, *PARTIAL_FORMAT)
-        if part.get("run_key") != key:
-            raise ArtifactError(f"{path}: partial results of another run (config, threshold or inputs differ); "
-                                f"remove {_partial_dir(output_dir)} or run without --resume")
-        done.update({int(i): f for i, f in part["done"]})
-        results += part["results"]
-        skipped += part["skipped"]
-        pixels.update(part.get("pixels", {}))
-    return done, results, skipped, pixels
+    records = {}
+    for path in _partial_files(output_dir):
+        for record in read_partial_file(path, key):
+            records.setdefault(int(record["image_id"]), record)
+    return records
+
+
+class _PartialWriter:
+    """This process's partial file: a header line, then one line per image, appended (see the module
+    docstring for the flush and fsync policy)."""
+
+    def __init__(self, path, key, fsync_every):
+        self.file = open(path, "x")  # a new generation never appends to an older, maybe torn, file
+        self.fsync_every = max(1, int(fsync_every))
+        self.unsynced = 0
+        self._write({"format": PARTIAL_FORMAT[0], "version": PARTIAL_FORMAT[1], "run_key": key})
+
+    def _write(self, record):
+        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.file.flush()
+
+    def append(self, record):
+        self._write(record)
+        self.unsynced += 1
+        if self.unsynced >= self.fsync_every:
+            os.fsync(self.file.fileno())
+            self.unsynced = 0
+
+    def close(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
 
 
 def _coco_results(image_id, file_name, det, threshold, to_dataset_id):
@@ -74,128 +170,157 @@ def _coco_results(image_id, file_name, det, threshold, to_dataset_id):
 
 
 class _Progress:
-    """One tqdm bar on the main process counting the images of all processes (via the group's store)."""
+    """One tqdm bar on the main process counting the images of all processes: the lines appended to
+    this generation's partial files, each file read from where the last look stopped."""
 
-    KEY = "sniper_d2_infer_images_done"
-
-    def __init__(self, total, initial):
+    def __init__(self, total, initial, pattern):
         from tqdm import tqdm
 
-        self.store = None
-        if comm.get_world_size() > 1:
-            from torch.distributed import distributed_c10d
-
-            self.store = distributed_c10d._get_default_store()
         self.bar = tqdm(total=total, initial=initial, desc="inference", unit="img",
                         disable=not comm.is_main_process())
-        self.seen = 0  # images of this run counted on the bar
+        self.pattern = pattern
+        self.read_bytes, self.newlines = {}, {}
 
-    def add_mine(self):
-        if self.store is None:
+    def image_done(self):
+        """Called after each image of this process."""
+        if comm.get_world_size() == 1:
             self.bar.update(1)
+        else:
+            self.poll()
+
+    def poll(self):
+        """Main process: count the lines the other processes have appended since the last look."""
+        if not comm.is_main_process():
             return
-        self._show(self.store.add(self.KEY, 1))
+        for path in glob.glob(self.pattern):
+            with open(path, "rb") as f:
+                f.seek(self.read_bytes.get(path, 0))
+                chunk = f.read()
+            self.read_bytes[path] = self.read_bytes.get(path, 0) + len(chunk)
+            self.newlines[path] = self.newlines.get(path, 0) + chunk.count(b"\n")
+        images = sum(max(0, n - 1) for n in self.newlines.values())  # the first line is the header
+        self.bar.update(max(0, self.bar.initial + images - self.bar.n))
 
-    def _show(self, count):
-        if comm.is_main_process() and count > self.seen:
-            self.bar.update(count - self.seen)
-            self.seen = count
+    def wait_for_all(self):
+        """Every process: wait until all have finished their share; the main one moves the bar meanwhile."""
+        if comm.get_world_size() == 1:
+            return
+        import torch.distributed as dist
 
-    def wait_for_all(self, expected):
-        """Main process: keep the bar moving until every process's images are counted."""
-        while self.store is not None and comm.is_main_process() and self.seen < expected:
-            self._show(self.store.add(self.KEY, 0))
+        barrier = dist.barrier(async_op=True)
+        while not barrier.is_completed():
+            self.poll()
             time.sleep(0.2)
+        barrier.wait()
+        self.poll()
 
     def close(self):
         self.bar.close()
 
 
+def _start_run(output_dir, key, resume):
+    """Main process: prepare ``output_dir`` and say what is done: {"finished": summary or None,
+    "done": [image ids in partial files], "generation": int, "error": message or None}."""
+    partial = _partial_dir(output_dir)
+    state = {"finished": None, "done": [], "generation": 0, "error": None}
+    if resume and not os.path.isdir(partial):
+        state["finished"] = _finished_run(output_dir, key)
+        if state["finished"] is not None:  # --resume after a run that completed: nothing left to do
+            return state
+    os.makedirs(output_dir, exist_ok=True)
+    if not resume and os.path.isdir(partial):
+        shutil.rmtree(partial)
+    os.makedirs(partial, exist_ok=True)
+    if resume:
+        try:
+            state["done"] = sorted(load_partial_results(output_dir, key))
+        except ArtifactError as e:
+            state["error"] = str(e)
+    state["generation"] = len({os.path.basename(p).split("-")[1] for p in _partial_files(output_dir)})
+    return state
+
+
 def infer_files(predictor, files, output_dir, cfg, *, confidence_threshold=0.5, to_dataset_id=None,
-                class_names=(), draw=True, draw_max_side=4096, resume=False, save_every=8, num_workers=0,
-                draw_focus=False, meta=None):
+                class_names=(), draw=True, draw_max_side=4096, resume=False, fsync_every=8, num_workers=0,
+                draw_focus=False, meta=None, vector=None):
     """Run ``predictor`` over ``files`` in this process's share; merge on the main process.
 
     Args:
         predictor (MultiScaleTiledPredictor): with the model loaded, eval mode.
         files (list[str]): all inputs, the same list in every process; image id = position + 1.
-        output_dir (str): results.json, results_meta.json, drawn images, partial/.
+        output_dir (str): results.json, results_meta.json, drawn images, partial/ (one folder that
+            every process sees, on every machine).
         cfg: the config (its dump is part of the run key). confidence_threshold (float): detections
             saved and drawn. to_dataset_id (dict): contiguous class -> data set category id.
         draw (bool), draw_max_side (int): drawn copies, long side at most this many px.
         resume (bool): skip images in partial results of an interrupted run.
-        save_every (int): images between two saves of this process's partial result.
+        fsync_every (int): images between two ``os.fsync`` of this process's partial file (every
+            image is flushed to the operating system at once).
         num_workers (int): data-loader worker processes preparing tiles.
         draw_focus (bool): SNIPER.TEST.MODE "autofocus": also draw ``<stem>_focus.jpg``.
         meta (dict): extra entries for results_meta.json (e.g. the config file).
+        vector (VectorOutput or None): also write each georeferenced input's detections as a vector file.
 
     Mode "full" runs the prefetching tile pipeline; mode "autofocus" (coarse scale first, finer
     scales only inside focus chips) runs each image in this process (``predictor(image)``).
 
     Returns:
-        dict (main process): images, skipped, detections; None on the other processes.
+        dict (main process): images, skipped, detections, pixels_per_scale; None on the other processes.
+
+    Raises:
+        ArtifactError (every process): with ``resume``, a partial file is damaged or of another run.
     """
     rank, world = comm.get_rank(), comm.get_world_size()
     key = run_key(cfg, files, confidence_threshold)
     partial = _partial_dir(output_dir)
-    finished = _finished_run(output_dir, key) if resume and not os.path.isdir(partial) else None
-    if finished is not None:  # --resume after a run that completed: nothing left to do
+    # The main process reads the folder and tells everyone (a single reader: no race with the writers).
+    state = comm.all_gather(_start_run(output_dir, key, resume) if comm.is_main_process() else None)[0]
+    if state["error"]:
+        raise ArtifactError(state["error"])
+    if state["finished"] is not None:
         if comm.is_main_process():
-            logger.info(f"{output_dir}/results.json already holds this run's {finished['images']} images")
-        return finished if comm.is_main_process() else None
-    if comm.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
-        if not resume and os.path.isdir(partial):
-            shutil.rmtree(partial)
-        os.makedirs(partial, exist_ok=True)
-    comm.synchronize()
-    done = load_partial_results(output_dir, key)[0] if resume else {}
-    generation = len({os.path.basename(p).split("-")[1] for p in glob.glob(os.path.join(partial, "part-*.json"))})
-    comm.synchronize()  # every process has listed the folder before anyone writes to it
+            logger.info(f"{output_dir}/results.json already holds this run's {state['finished']['images']} images")
+        return state["finished"] if comm.is_main_process() else None
+    if not os.path.isdir(partial):
+        raise FileNotFoundError(f"{partial}: not found by process {rank}: with several machines, --output must be "
+                                f"one folder every machine sees (a shared file system)")
+    done = set(state["done"])
     if done and comm.is_main_process():
         logger.info(f"resuming: {len(done)} of {len(files)} images already done")
     todo = [(i, f) for i, f in enumerate(files, start=1) if i not in done]
     mine = todo[rank::world]
     names = _drawn_names(files)
-    my_path = os.path.join(partial, f"part-g{generation:03d}-rank{rank:03d}.json")
-    my_done, my_results, my_skipped, my_pixels = [], [], [], {}
-
-    def save():
-        save_json_artifact(my_path, *PARTIAL_FORMAT, {"run_key": key, "done": my_done, "results": my_results,
-                                                       "skipped": my_skipped, "pixels": my_pixels})
-
-    progress = _Progress(len(files), len(done))
+    generation = f"g{state['generation']:03d}"
+    writer = _PartialWriter(os.path.join(partial, f"part-{generation}-rank{rank:03d}.jsonl"), key, fsync_every)
+    progress = _Progress(len(files), len(done), os.path.join(partial, f"part-{generation}-rank*.jsonl"))
     by_id = dict(mine)
-    since_save = 0
-    for image_id, det, image_size, error in _detections(predictor, mine, cfg.INPUT.FORMAT, num_workers):
-        path = by_id[image_id]
-        if error:
-            logger.warning(f"skipping an unreadable image: {path}: {error}")
-            my_skipped.append(path)
-        else:
-            my_results += _coco_results(image_id, path, det, confidence_threshold, to_dataset_id or {})
-            my_pixels[path] = [int(v) for v in det["pixels"]] if "pixels" in det else \
-                [int(v) for v in full_inference_pixels(image_size, predictor.params)]
-            if draw_focus:
-                _draw_focus(path, det, cfg, os.path.join(output_dir, os.path.splitext(names[path])[0] + "_focus.jpg"))
-            if draw:
-                drawn = os.path.join(output_dir, names[path])
-                if not cv2.imwrite(drawn, draw_detections(path, det, class_names, confidence_threshold,
-                                                          draw_max_side)):
-                    raise OSError(f"{drawn}: could not write the drawn image")
-        my_done.append([image_id, path])
-        since_save += 1
-        if since_save >= save_every:
-            save()
-            since_save = 0
-        progress.add_mine()
-    save()
-    progress.wait_for_all(len(todo))
+    try:
+        for image_id, det, image_size, error in _detections(predictor, mine, cfg.INPUT.FORMAT, num_workers):
+            path = by_id[image_id]
+            if error:
+                logger.warning(f"skipping an unreadable image: {path}: {error}")
+                writer.append({"image_id": image_id, "file_name": path, "skipped": str(error)})
+            else:
+                if draw_focus:
+                    _draw_focus(path, det, cfg,
+                                os.path.join(output_dir, os.path.splitext(names[path])[0] + "_focus.jpg"))
+                if draw:
+                    drawn = os.path.join(output_dir, names[path])
+                    if not cv2.imwrite(drawn, draw_detections(path, det, class_names, confidence_threshold,
+                                                              draw_max_side)):
+                        raise OSError(f"{drawn}: could not write the drawn image")
+                pixels = det["pixels"] if "pixels" in det else full_inference_pixels(image_size, predictor.params)
+                writer.append({"image_id": image_id, "file_name": path, "pixels": [int(v) for v in pixels],
+                               "results": _coco_results(image_id, path, det, confidence_threshold,
+                                                        to_dataset_id or {})})
+            progress.image_done()
+    finally:
+        writer.close()
+    progress.wait_for_all()
     progress.close()
-    comm.synchronize()
     summary = None
     if comm.is_main_process():
-        summary = _write_results(output_dir, key, files, cfg, confidence_threshold, meta or {})
+        summary = _write_results(output_dir, key, files, cfg, confidence_threshold, meta or {}, vector)
     comm.synchronize()
     return summary
 
@@ -218,28 +343,62 @@ def _draw_focus(path, det, cfg, focus_path):
         raise OSError(f"{focus_path}: could not write the focus picture")
 
 
-def _write_results(output_dir, key, files, cfg, threshold, meta):
-    """Merge every partial result into results.json (+ results_meta.json); remove the partial folder."""
-    import json
-
+def _write_results(output_dir, key, files, cfg, threshold, meta, vector):
+    """Merge every partial file into results.json (+ results_meta.json, + vector files); remove the
+    partial folder."""
     from ..io import atomic_open
 
-    done, results, skipped, pixels = load_partial_results(output_dir, key)
-    missing = [f for i, f in enumerate(files, start=1) if i not in done]
+    records = load_partial_results(output_dir, key)
+    missing = [f for i, f in enumerate(files, start=1) if i not in records]
     if missing:
-        raise RuntimeError(f"{len(missing)} images have no result (first: {missing[0]})")
-    order = np.argsort([r["image_id"] for r in results], kind="stable")  # each image's own order is kept
-    results = [results[i] for i in order]
+        raise RuntimeError(f"{len(missing)} images have no result in {_partial_dir(output_dir)} (first: {missing[0]}); "
+                           f"with several machines, --output must be a folder every machine sees")
+    skipped, pixels, detections = [], {}, 0
     with atomic_open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump(results, f)
-    skipped = sorted(set(skipped), key=files.index)
+        f.write("[")  # written image by image, in image id order: never one list of every detection
+        for image_id in range(1, len(files) + 1):
+            record = records[image_id]
+            if "skipped" in record:
+                skipped.append(record["file_name"])
+                continue
+            pixels[record["file_name"]] = record["pixels"]
+            for r in record["results"]:
+                f.write((", " if detections else "") + json.dumps(r))
+                detections += 1
+        f.write("]")
+    vectors = _write_vectors(output_dir, files, records, vector) if vector is not None else {}
     save_json_artifact(os.path.join(output_dir, "results_meta.json"), "sniper_d2.infer_results", 1, {
         "weights": cfg.MODEL.WEIGHTS, "images": len(files) - len(skipped), "skipped": skipped,
-        "detections": len(results), "confidence_threshold": threshold, "run_key": key,
-        "pixels_per_scale": {f: pixels[f] for f in files if f in pixels}, **meta})
+        "detections": detections, "confidence_threshold": threshold, "run_key": key,
+        "pixels_per_scale": pixels, "vectors": vectors, **meta})
     shutil.rmtree(_partial_dir(output_dir))
-    return {"images": len(files) - len(skipped), "skipped": skipped, "detections": len(results),
-            "pixels_per_scale": pixels}
+    return {"images": len(files) - len(skipped), "skipped": skipped, "detections": detections,
+            "pixels_per_scale": pixels, "vectors": vectors}
+
+
+def _write_vectors(output_dir, files, records, vector):
+    """{input: vector file} for the georeferenced inputs among ``records`` (see :class:`VectorOutput`)."""
+    from ..geo import read_georeference, write_detections_vector
+
+    names, written = _drawn_names(files), {}
+    for image_id, path in enumerate(files, start=1):
+        record = records[image_id]
+        if "skipped" in record:
+            continue
+        georef = read_georeference(path)
+        if georef is None:
+            continue
+        results = record["results"]
+        boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY, original-raster pixels
+        target = os.path.join(output_dir, os.path.splitext(names[path])[0] + vector.extension)
+        write_detections_vector(target, georef, boxes, [r["score"] for r in results],
+                                [vector.class_names.get(r["category_id"], str(r["category_id"])) for r in results],
+                                dst_crs=vector.crs)
+        written[path] = target
+    if written:
+        logger.info(f"{len(written)} georeferenced inputs: detections written as {vector.extension} vector files")
+    return written
 
 
 def _finished_run(output_dir, key):

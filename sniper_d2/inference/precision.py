@@ -28,7 +28,7 @@ import contextlib
 
 import torch
 
-from ..config import ConfigError
+from ..config_types import ConfigError
 
 __all__ = ["PRECISIONS", "check_precision_name", "cpu_flags", "cpu_has_native_bf16", "model_device_type", "resolve_precision", "inference_autocast",
            "cast_backbone", "backbone_precision", "check_backbone_precision", "backbone_autocast"]

@@ -25,8 +25,8 @@ import torch
 from detectron2.structures import Boxes
 
 from ..chips import resolve_scale
-from ..config import ConfigError, parse_scales
-from ..geometry import crop_and_scale, tile_windows, touches_inner_border
+from ..config_types import ConfigError, parse_scales
+from ..geometry import crop_and_scale, scaled_size, tile_windows, touches_inner_border
 from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, read_chip, read_chip_valid_mask
 from .merge import METHODS, merge_detections
 from .precision import (backbone_autocast, check_backbone_precision, check_precision_name, model_device_type,
@@ -192,7 +192,7 @@ class MultiScaleTiledPredictor:
         out = []
         for s_idx, entry in enumerate(p.scales):
             scale = resolve_scale(entry, (h, w), p.fit_size)
-            scaled_h, scaled_w = int(round(h * scale)), int(round(w * scale))
+            scaled_h, scaled_w = scaled_size((h, w), scale)
             if scaled_h < 1 or scaled_w < 1:
                 continue  # the image vanishes at this scale
             out.append((s_idx, scale, tile_windows((scaled_h, scaled_w), p.tile_size, p.tile_overlap)))
@@ -234,7 +234,7 @@ class MultiScaleTiledPredictor:
     @staticmethod
     def _inner_sides(window, scale, image_size):
         h, w = image_size
-        scaled_h, scaled_w = int(round(h * scale)), int(round(w * scale))
+        scaled_h, scaled_w = scaled_size((h, w), scale)
         return (bool(window[0] > 0), bool(window[1] > 0), bool(window[2] < scaled_w), bool(window[3] < scaled_h))
 
     def tiles(self, image, pixels=None):

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 
-from .chips import fraction_inside
-from .coco import boxes_xywh_to_xyxy
+from sniper_d2.chips import fraction_inside
+from sniper_d2.coco import boxes_xywh_to_xyxy
 
 __all__ = ["pairwise_iou_np", "false_positive_stats", "false_positives_at_recall", "load_coco_results"]
 

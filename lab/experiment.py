@@ -15,14 +15,15 @@ import time
 
 import numpy as np
 
+from sniper_d2.results import load_eval_results
+
 from .analysis import false_positive_stats, false_positives_at_recall, load_coco_results
-from .results import load_eval_results
 
 __all__ = ["ROOT", "StepFailed", "HEAVY_LOCK_ENV", "run", "schedule_opts", "seed_opts", "make_configs", "train",
            "evaluate", "dump_proposals", "bbox_results", "clutter_false_positives", "seconds_per_iteration",
-           "mean_spread", "format_mean_spread"]
+           "mean_spread", "format_mean_spread", "format_side_by_side"]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
 # When this environment variable names a file, every step holds an exclusive lock on it while it
 # runs (fcntl.flock, as ``flock FILE cmd`` does), so that on a shared machine one torch job runs at a
 # time and other jobs can take turns between the steps.
@@ -145,8 +146,8 @@ def clutter_false_positives(output_dir, dataset, records, recall=0.5, score_thre
     """False positives per image of a run on a data set: at a fixed score and at equal recall.
 
     Returns:
-        dict: ``fixed`` (:func:`sniper_d2.analysis.false_positive_stats`) and ``at_recall``
-        (:func:`sniper_d2.analysis.false_positives_at_recall`; ``reached`` False when the model never
+        dict: ``fixed`` (:func:`analysis.false_positive_stats`) and ``at_recall``
+        (:func:`analysis.false_positives_at_recall`; ``reached`` False when the model never
         finds ``recall`` of the objects).
     """
     dets = load_coco_results(os.path.join(output_dir, "inference", dataset, "coco_instances_results.json"))
@@ -167,3 +168,12 @@ def format_mean_spread(values, digits=1):
     """``"mean ± std [min, max]"`` of a list of numbers."""
     m, s, lo, hi = mean_spread(values)
     return f"{m:.{digits}f} ± {s:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def format_side_by_side(named_bbox_results, columns=("AP", "AP50", "AP75", "APs", "APm", "APl")):
+    """A text table, one row per model: ``named_bbox_results`` is {model name: {"AP": ..., ...}}."""
+    width = max(len(n) for n in named_bbox_results) + 2
+    lines = ["model".ljust(width) + "".join(c.rjust(8) for c in columns)]
+    for name, metrics in named_bbox_results.items():
+        lines.append(name.ljust(width) + "".join(f"{metrics.get(c, float('nan')):8.2f}" for c in columns))
+    return "\n".join(lines)

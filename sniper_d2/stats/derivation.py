@@ -1,7 +1,4 @@
-"""Object size statistics of a data set, and the SNIPER settings they call for. Numpy only.
-
-Sizes are ``sqrt(w * h)`` of boxes in original-image pixels ("absolute"), and that divided by
-``sqrt(H * W)`` of the image ("relative"). Crowd boxes are left out.
+"""The SNIPER settings a data set's object sizes call for. Numpy only.
 
 How the settings are derived (:func:`suggest_sniper_params`; worked example in docs/planning.md):
 
@@ -51,83 +48,25 @@ How the settings are derived (:func:`suggest_sniper_params`; worked example in d
 Anything the rule cannot achieve (objects below the smallest anchor even at ``max_scale``) is
 listed in ``ScaleSuggestion.warnings``.
 
-:func:`estimate_cost` plans a sample of images with the real planner (:func:`sniper_d2.plans.build_plan`,
-one epoch) and compares SNIPER's chip pixels per image with the full pyramid at the same scales and
-with the single-scale alternative that puts the median object in the middle of the band;
-:func:`cost_report` says in one line when SNIPER saves little (dense objects in one size band).
+The cost of the result is estimated by :mod:`sniper_d2.stats.cost`, and drawn by
+:mod:`sniper_d2.stats.plot`.
 """
 
-import ast
-import logging
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .coco import DatasetError, non_crowd_boxes
-from .config import FIT_SCALE, NO_UPPER_BOUND, ConfigError, is_fit, require_config_file
+from ..chips import resolve_scale
+from ..coco import DatasetError
+from ..config_types import FIT_SCALE, NO_UPPER_BOUND, ValidRange
 
-__all__ = ["object_sizes", "image_sizes", "size_summary", "comfortable_band", "ScaleSuggestion",
-           "suggest_sniper_params", "object_levels", "single_scale_alternative", "estimate_cost",
-           "saves_little", "cost_report", "plot_size_histogram", "read_config_yaml", "config_value",
-           "DEFAULT_ANCHOR_SIZES", "SAVES_LITTLE_RATIO"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["DEFAULT_ANCHOR_SIZES", "comfortable_band", "ScaleSuggestion", "suggest_sniper_params", "object_levels"]
 
 # detectron2's default MODEL.ANCHOR_GENERATOR.SIZES for FPN models, flattened.
 DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 
 
-# ------------------------------------------------------------------------------------------------
-# Sizes
-# ------------------------------------------------------------------------------------------------
-def image_sizes(records):
-    """(M, 2) float64 (height, width) of every image."""
-    return np.array([(r["height"], r["width"]) for r in records], np.float64).reshape(-1, 2)
-
-
-def object_sizes(records):
-    """Object sizes of a data set, crowd boxes left out.
-
-    Args:
-        records (list[dict]): see :func:`sniper_d2.coco.load_coco_records`.
-
-    Returns:
-        (absolute (N,) float64 sqrt(w*h) in original pixels,
-         relative (N,) float64 absolute / sqrt(H*W) of its image,
-         image_index (N,) int64 index into ``records``)
-    """
-    per_image = [non_crowd_boxes(r) for r in records]
-    counts = np.array([len(b) for b in per_image], np.int64)
-    if counts.sum() == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
-    boxes = np.concatenate(per_image).astype(np.float64)
-    image_index = np.repeat(np.arange(len(records)), counts)
-    absolute = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
-    sizes = image_sizes(records)
-    relative = absolute / np.sqrt(sizes[image_index, 0] * sizes[image_index, 1])
-    return absolute, relative, image_index
-
-
-def size_summary(absolute, relative, percentiles=(1, 2, 5, 10, 25, 50, 75, 90, 95, 98, 99)):
-    """Text table of size percentiles (absolute px and relative to the image)."""
-    if len(absolute) == 0:
-        return "no objects"
-    pa = np.percentile(absolute, percentiles)
-    pr = np.percentile(relative, percentiles)
-    lines = [f"{'percentile':>10} {'sqrt(area) px':>14} {'relative':>9}"]
-    lines += [f"{p:>10} {a:>14.1f} {r:>9.4f}" for p, a, r in zip(percentiles, pa, pr)]
-    edges = np.array([0, 8, 16, 32, 64, 128, 256, 512, np.inf])
-    hist = np.histogram(absolute, edges)[0]
-    lines.append("size bands (px): " + ", ".join(
-        f"[{int(lo)},{'inf' if math.isinf(hi) else int(hi)}): {n}" for lo, hi, n in zip(edges[:-1], edges[1:], hist)))
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# Derivation
-# ------------------------------------------------------------------------------------------------
 def comfortable_band(anchor_sizes, chip_size):
     """(a_lo, a_hi) scaled pixels: smallest anchor .. min(largest anchor, chip_size / 2)."""
     sizes = np.asarray(list(_flatten(anchor_sizes)), np.float64)
@@ -151,7 +90,7 @@ def _flatten(x):
 
 @dataclass
 class ScaleSuggestion:
-    """Derived SNIPER settings (config units: see :mod:`sniper_d2.config`).
+    """Derived SNIPER settings (config units: see :mod:`sniper_d2.config` and :mod:`sniper_d2.config_types`).
 
     Attributes:
         scales (tuple[float]): resize factors, finest first; FIT_SCALE (-1) last when present.
@@ -206,10 +145,15 @@ class ScaleSuggestion:
             f"{indent}  VALID_RANGES: {ranges(self.test_valid_ranges)}",
         ]
 
+    @property
+    def ranges(self):
+        """tuple[ValidRange]: :attr:`valid_ranges` decoded (hi ``math.inf`` for no upper bound)."""
+        return tuple(ValidRange.parse(r) for r in self.valid_ranges)
+
     def scale_at(self, k, image_size):
-        """The resize factor of level ``k`` for an image of (height, width)."""
-        s = self.scales[k]
-        return self.chip_size / float(max(image_size)) if is_fit(s) else float(s)
+        """The resize factor of level ``k`` for an image of (height, width)
+        (:func:`sniper_d2.chips.resolve_scale`)."""
+        return resolve_scale(self.scales[k], image_size, self.chip_size)
 
 
 def _num(v):
@@ -227,8 +171,8 @@ def _ceil_sig(x, digits=3):
 
 
 def _in_range(x, lo, hi):
-    """(N,) bool: lo <= x < hi, hi = -1 for no upper bound."""
-    return (x >= lo) & ((x < hi) if hi != NO_UPPER_BOUND else True)
+    """(N,) bool: ``lo <= x < hi`` (a valid training size), hi = -1 for no upper bound."""
+    return ValidRange.parse((lo, hi)).train_mask(x)
 
 
 def _scale_chain(s_fine, s_coarse, band_width, num_scales=None, max_scale=4.0, min_scales=2):
@@ -387,241 +331,9 @@ def object_levels(absolute, image_index, sizes_hw, suggestion):
         (valid (S, N) bool, scaled (S, N) float64 scaled pixels; FIT_SCALE resolved per image).
     """
     absolute = np.asarray(absolute, np.float64)
-    long_side = np.asarray(sizes_hw, np.float64).reshape(-1, 2).max(axis=1)[np.asarray(image_index, np.int64)]
+    hw = np.asarray(sizes_hw, np.float64).reshape(-1, 2)[np.asarray(image_index, np.int64)]
     valid, scaled = [], []
-    for s, (lo, hi) in zip(suggestion.scales, suggestion.valid_ranges):
-        factor = suggestion.chip_size / long_side if is_fit(s) else float(s)
-        valid.append(_in_range(absolute, lo, hi))
-        scaled.append(absolute * factor)
+    for s, valid_range in zip(suggestion.scales, suggestion.ranges):
+        valid.append(valid_range.train_mask(absolute))
+        scaled.append(absolute * resolve_scale(s, (hw[:, 0], hw[:, 1]), suggestion.chip_size))
     return np.array(valid).reshape(-1, len(absolute)), np.array(scaled).reshape(-1, len(absolute))
-
-
-# ------------------------------------------------------------------------------------------------
-# Cost estimate
-# ------------------------------------------------------------------------------------------------
-# SNIPER "saves little" when its chips cost more than this fraction of the full pyramid's pixels.
-SAVES_LITTLE_RATIO = 0.5
-
-
-def _single_scale_pixels(sizes_hw, short=800, long=1333):
-    h, w = sizes_hw[:, 0], sizes_hw[:, 1]
-    f = np.minimum(short / np.minimum(h, w), long / np.maximum(h, w))
-    return (h * f) * (w * f)
-
-
-def single_scale_alternative(absolute, band):
-    """The one resize factor that puts the median object in the middle of the band (log scale)."""
-    return math.sqrt(band[0] * band[1]) / float(np.median(absolute))
-
-
-def estimate_cost(records, suggestion, sample_images=200, seed=0, single_scale=None):
-    """Training pixels per image, from planning a random sample of images with the real planner.
-
-    The sample is planned for one epoch by :func:`sniper_d2.plans.build_plan` (positive chips: what
-    training would see without negative chips).
-
-    Args:
-        records (list[dict]): see :func:`sniper_d2.coco.load_coco_records`.
-        suggestion (ScaleSuggestion).
-        sample_images (int), seed (int): the sample (and the planner's seed).
-        single_scale (float or None): the single-scale alternative's factor (default:
-            :func:`single_scale_alternative` of the sample's objects).
-
-    Returns:
-        dict with ``images`` (sample size), ``chips_per_image`` ((S,) mean positive chips per image
-        per level), and mean pixels per image: ``sniper`` (chips x CHIP_SIZE^2), ``pyramid`` (the
-        whole image at every level of the suggestion, FIT resolved per image), ``single_scale``
-        (the whole image at ``single_scale_factor``), ``single_scale_original`` (H*W),
-        ``single_scale_800`` (short side 800, long <= 1333); plus ``single_scale_factor``.
-    """
-    from .plans import PlanParams, build_plan
-
-    rng = np.random.default_rng(seed)
-    n = min(sample_images, len(records))
-    pick = np.sort(rng.choice(len(records), n, replace=False)) if n < len(records) else np.arange(n)
-    sample = [records[i] for i in pick]
-    params = PlanParams(scales=tuple(suggestion.scales), valid_ranges=tuple(suggestion.valid_ranges),
-                        chip_size=int(suggestion.chip_size), stride=int(suggestion.chip_stride))
-    plan = build_plan(sample, params, epochs=1, seed=seed, progress=False)
-    per_image = plan.chips_per_image(max(n, 1), len(suggestion.scales))[:, 0]
-    sizes_hw = image_sizes(sample)
-    area = sizes_hw[:, 0] * sizes_hw[:, 1]
-    factors = np.stack([np.full(n, float(s)) if not is_fit(s) else suggestion.chip_size / sizes_hw.max(axis=1)
-                        for s in suggestion.scales]) if n else np.zeros((len(suggestion.scales), 0))
-    pyramid = (area[None] * factors ** 2).sum(axis=0)
-    if single_scale is None:
-        absolute = object_sizes(sample)[0]
-        single_scale = single_scale_alternative(absolute, suggestion.band) if len(absolute) else 1.0
-    mean = (lambda x: float(np.mean(x))) if n else (lambda x: 0.0)
-    return {
-        "images": int(n),
-        "chips_per_image": per_image,
-        "sniper": float(per_image.sum() * suggestion.chip_size ** 2),
-        "pyramid": mean(pyramid),
-        "single_scale": mean(area * single_scale ** 2),
-        "single_scale_factor": float(single_scale),
-        "single_scale_original": mean(area),
-        "single_scale_800": mean(_single_scale_pixels(sizes_hw)) if n else 0.0,
-    }
-
-
-def saves_little(cost):
-    """True when SNIPER's chips cost more than ``SAVES_LITTLE_RATIO`` of the pyramid's pixels."""
-    return cost["pyramid"] > 0 and cost["sniper"] > SAVES_LITTLE_RATIO * cost["pyramid"]
-
-
-def cost_report(cost, suggestion):
-    """Lines comparing training pixels per image, ending with the one-line note when SNIPER saves little."""
-    per_scale = ", ".join(f"{'fit' if is_fit(s) else f'{s:g}x'}: {c:.2f}"
-                          for s, c in zip(suggestion.scales, cost["chips_per_image"]))
-    sniper = cost["sniper"]
-    lines = [f"positive chips per image per epoch (real planner, {cost['images']} images sampled): {per_scale}; "
-             f"total {cost['chips_per_image'].sum():.2f}"]
-    for name, key in (("full pyramid at these scales", "pyramid"),
-                      (f"single scale {cost['single_scale_factor']:.3g}x (median object mid-band)", "single_scale"),
-                      ("single scale, original size", "single_scale_original"),
-                      ("single scale, short side 800 / long 1333", "single_scale_800")):
-        ratio = sniper / cost[key] if cost[key] else float("nan")
-        lines.append(f"training pixels per image: SNIPER {sniper / 1e6:.2f} MP vs {name} {cost[key] / 1e6:.2f} MP "
-                     f"({ratio:.2f}x)")
-    lines.append("(positive chips only; add SNIPER.NEG.CHIPS_PER_IMAGE x CHIP_SIZE^2 with negative chips)")
-    if saves_little(cost):
-        lines.append(f"NOTE: SNIPER saves little here: its chips cost {sniper / cost['pyramid']:.2f}x the full "
-                     f"pyramid's pixels (objects are dense over most of each image at these scales); a single "
-                     f"scale of {cost['single_scale_factor']:.3g}x costs {cost['single_scale'] / 1e6:.2f} MP per image.")
-    return lines
-
-
-# ------------------------------------------------------------------------------------------------
-# Plot
-# ------------------------------------------------------------------------------------------------
-def plot_size_histogram(absolute, relative, suggestion, path, image_index=None, sizes_hw=None):
-    """Save a PNG: object sizes with every valid range drawn as it is, and each object's scaled size
-    at every level where it is valid against the band.
-
-    Left: histogram of absolute sizes (log bins); one bar per level from its lower to its upper
-    bound (an open bound runs to the axis edge and ends in an arrow). Middle: per level, the scaled
-    sizes of the objects valid there (FIT resolved per image when ``image_index`` and ``sizes_hw``
-    are given, else with the median image's factor), band shaded. Right: relative sizes.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_open
-
-    absolute = np.asarray(absolute, np.float64)
-    fig, (ax_abs, ax_scaled, ax_rel) = plt.subplots(1, 3, figsize=(19, 5))
-    bounds = [v for r in suggestion.valid_ranges for v in r if v > 0]
-    data_lo = max(float(absolute.min()), 0.5) if len(absolute) else 1.0
-    data_hi = max(float(absolute.max()), data_lo * 2) if len(absolute) else 1000.0
-    x_min, x_max = min([data_lo] + bounds) / 1.5, max([data_hi] + bounds) * 1.5
-    ax_abs.hist(absolute, bins=np.geomspace(data_lo, data_hi, 60), color="0.5")
-    ax_abs.set_xscale("log")
-    ax_abs.set_xlim(x_min, x_max)
-    ax_abs.set_xlabel("object size sqrt(w*h), original pixels")
-    ax_abs.set_ylabel("objects")
-    colors = plt.cm.viridis(np.linspace(0.05, 0.85, len(suggestion.scales)))
-    top = ax_abs.get_ylim()[1]
-    labels = ["fit" if is_fit(s) else f"{s:g}x" for s in suggestion.scales]
-    for k, ((r_lo, r_hi), c, label) in enumerate(zip(suggestion.valid_ranges, colors, labels)):
-        x0 = r_lo if r_lo > 0 else x_min
-        x1 = x_max if r_hi == NO_UPPER_BOUND else r_hi
-        y = top * (1.04 + 0.08 * k)
-        ax_abs.plot([x0, x1], [y, y], color=c, lw=4, solid_capstyle="butt")
-        if r_lo <= 0:
-            ax_abs.plot([x0], [y], marker="<", color=c, ms=8)
-        if r_hi == NO_UPPER_BOUND:
-            ax_abs.plot([x1], [y], marker=">", color=c, ms=8)
-        hi_text = "inf" if r_hi == NO_UPPER_BOUND else f"{r_hi:g}"
-        ax_abs.text(x0 if r_lo > 0 else x_min * 1.1, y + top * 0.012, f"valid at {label}: [{r_lo:g}, {hi_text})",
-                    color=c, fontsize=8, va="bottom")
-        ax_abs.axvspan(x0, x1, color=c, alpha=0.05)
-    ax_abs.set_ylim(0, top * (1.16 + 0.08 * len(suggestion.scales)))
-    for p in suggestion.percentiles:
-        ax_abs.axvline(p, color="k", ls="--", lw=0.8)
-    ax_abs.set_title("sizes and valid ranges (dashed: low/high percentiles)")
-
-    if image_index is None or sizes_hw is None:
-        image_index = np.zeros(len(absolute), np.int64)
-        sizes_hw = np.array([[suggestion.chip_size / max(suggestion.fit_scale, 1e-9)] * 2])
-    valid, scaled = object_levels(absolute, image_index, sizes_hw, suggestion)
-    rng = np.random.default_rng(0)
-    ax_scaled.axvspan(suggestion.band[0], suggestion.band[1], color="tab:green", alpha=0.12, label="band")
-    for k, (c, label) in enumerate(zip(colors, labels)):
-        x = scaled[k][valid[k]]
-        if len(x) > 4000:
-            x = rng.choice(x, 4000, replace=False)
-        ax_scaled.scatter(x, k + rng.uniform(-0.3, 0.3, len(x)), s=3, color=c, alpha=0.5)
-        outside = ((scaled[k] < suggestion.band[0]) | (scaled[k] > suggestion.band[1]))[valid[k]].mean() \
-            if valid[k].any() else 0.0
-        ax_scaled.text(0.01, k + 0.34, f"{label}: {valid[k].sum()} valid, {100 * outside:.0f}% outside the band",
-                       fontsize=8, color=c, transform=ax_scaled.get_yaxis_transform())
-    ax_scaled.set_xscale("log")
-    finite = scaled[valid] if valid.any() else np.array(suggestion.band)
-    ax_scaled.set_xlim(min(finite.min(), suggestion.band[0]) / 1.5, max(finite.max(), suggestion.band[1]) * 1.5)
-    ax_scaled.set_yticks(range(len(labels)))
-    ax_scaled.set_yticklabels(labels)
-    ax_scaled.set_ylim(-0.6, len(labels) - 0.2)
-    ax_scaled.set_xlabel("scaled object size, pixels the network sees")
-    ax_scaled.set_title(f"each valid object's scaled size vs the band [{suggestion.band[0]:g}, {suggestion.band[1]:g}]")
-    ax_rel.hist(relative, bins=60, color="0.5")
-    ax_rel.set_xlabel("relative size sqrt(w*h) / sqrt(H*W)")
-    ax_rel.set_title("relative size")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading a detectron2 yaml without detectron2
-# ------------------------------------------------------------------------------------------------
-def read_config_yaml(path, _seen=None):
-    """A detectron2 yaml config as a nested dict, ``_BASE_`` chains merged (child wins). PyYAML only.
-
-    The statistics tool runs without torch, so it cannot use :func:`sniper_d2.cli.setup_cfg`
-    (detectron2's ``CfgNode`` imports torch); it shares its file check and error types
-    (``FileNotFoundError``, :class:`~sniper_d2.config.ConfigError`) and reads keys without defaults.
-    """
-    import yaml
-
-    path = os.path.abspath(os.fspath(path))
-    seen = set() if _seen is None else _seen
-    if path in seen:
-        raise ConfigError(f"{path}: _BASE_ chain loops back to this file")
-    seen.add(path)
-    require_config_file(path)
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    base = data.pop("_BASE_", None)
-    if base is None:
-        return data
-    base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-    return _merge(read_config_yaml(base_path, seen), data)
-
-
-def _merge(base, child):
-    out = dict(base)
-    for k, v in child.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def config_value(cfg_dict, dotted_key, default=None):
-    """``cfg_dict["A"]["B"]`` for ``"A.B"``; strings such as ``"(1, 2)"`` are literal-evaluated."""
-    node = cfg_dict
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    if isinstance(node, str):
-        try:
-            return ast.literal_eval(node)
-        except (ValueError, SyntaxError):
-            return node
-    return node
