@@ -77,6 +77,9 @@ def parse_args(argv=None):
                    help="objects per dense image (default: %(default)s)")
     p.add_argument("--skip", nargs="*", default=[], choices=["dense", "negatives", "mid"],
                    help="parts to leave out: the dense set, the negative-chip study, the half-way evaluations")
+    p.add_argument("--train-only", nargs="*", default=None, choices=["synthetic", "dense"], metavar="SET",
+                   help="train models of these data sets only; finished runs of the others are still reported "
+                        "(default: all)")
     p.add_argument("--lock", default="", help="lock file each step holds while it runs (e.g. /tmp/sniper_heavy.lock)")
     p.add_argument("--table", action="store_true", help="print the markdown tables of --results and exit")
     add_results_argument(p, "bench_accuracy")
@@ -134,16 +137,22 @@ def main(argv=None):
         report(args, data, runs, out, time.perf_counter() - start)
 
     def train(config, output_dir, iters, dataset_name, *opts, mid=True):
-        """Train (with a half-way checkpoint, evaluated on its own when ``mid``) unless a finished run is there."""
-        if os.path.isfile(os.path.join(output_dir, "eval_results.json")):
+        """Train (with a half-way checkpoint, evaluated on its own when ``mid``) unless a finished run is
+        there; None when the run is missing and ``--train-only`` leaves its data set out."""
+        finished = os.path.isfile(os.path.join(output_dir, "eval_results.json"))
+        if finished:
             print(f"\n(reusing {output_dir})", flush=True)
+        elif args.train_only is not None and dataset_name not in args.train_only:
+            return None
         else:
             ex.train(config, output_dir, iters, *opts, "SOLVER.CHECKPOINT_PERIOD", str(iters // 2), quiet=True)
         half = os.path.join(output_dir, f"model_{iters // 2 - 1:07d}.pth")
-        mid = os.path.join(output_dir, "mid")
-        done = os.path.isfile(os.path.join(mid, "eval_results.json"))
-        if mid and "mid" not in args.skip and os.path.isfile(half) and not done:
-            ex.evaluate(config, mid, half, *opts, "DATASETS.TEST", f'("{data[dataset_name]["val"]}",)', quiet=True)
+        mid_dir = os.path.join(output_dir, "mid")
+        done = os.path.isfile(os.path.join(mid_dir, "eval_results.json"))
+        trains = args.train_only is None or dataset_name in args.train_only
+        if mid and trains and "mid" not in args.skip and os.path.isfile(half) and not done:
+            ex.evaluate(config, mid_dir, half, *opts, "DATASETS.TEST", f'("{data[dataset_name]["val"]}",)',
+                        quiet=True)
         return output_dir
 
     for seed in args.seeds:  # seed by seed: a cut-short bench has as many seeds of every method and data set
@@ -152,7 +161,8 @@ def main(argv=None):
             for method in METHODS:
                 o = train(d["configs"][method], os.path.join(seed_dir, f"{name}_{method}"), args.iters, name,
                           *ex.seed_opts(seed))
-                record(f"{name} | {method}", o, name, args.iters)
+                if o is not None:
+                    record(f"{name} | {method}", o, name, args.iters)
     if "negatives" not in args.skip:
         cfg = data["synthetic"]["configs"]["sniper"]
         for seed in args.seeds:
@@ -165,7 +175,8 @@ def main(argv=None):
             for key, extra in (("positives", ()), ("negatives", ("SNIPER.NEG.PROPOSALS_FILE", proposals))):
                 o = train(cfg, os.path.join(seed_dir, f"synthetic_sniper_{key}"), args.neg_iters, "synthetic",
                           *sopts, "MODEL.WEIGHTS", weights, *extra, mid=False)
-                record(f"negatives | {key}", o, "synthetic", args.neg_iters)
+                if o is not None:
+                    record(f"negatives | {key}", o, "synthetic", args.neg_iters)
     report(args, data, runs, out, time.perf_counter() - start, final=True)
 
 
