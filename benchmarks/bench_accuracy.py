@@ -1,38 +1,43 @@
 #!/usr/bin/env python
-"""Accuracy that holds up: SNIPER against its equal-pixel baseline, negative chips, and how many scales,
-each over several seeds (mean, sample standard deviation, min and max; never one run).
+"""Does SNIPER beat slicing? SNIPER, plain slicing and the equal-pixel single-scale baseline, and the
+negative-chip study, each over several seeds (mean, sample standard deviation, min and max; never one run).
 
-Every run goes through the user's path: ``tools/compute_scale_stats.py`` writes the SNIPER and
-baseline configs from the training json, ``train_net.py`` trains and evaluates them (one torch job
-at a time), ``tools/dump_proposals.py`` dumps the weak detector's proposals. Per seed (``SEED`` and
-``SNIPER.PLAN.SEED``; the data sets are the same for every seed):
+Every run goes through the user's path: ``tools/compute_scale_stats.py`` writes ``sniper.yaml``,
+``sliced.yaml`` and ``baseline.yaml`` from the training json, ``train_net.py`` trains and evaluates them,
+``tools/dump_proposals.py`` dumps the weak detector's proposals. The three configs train the same model
+from scratch for the same iterations at equal training pixels per iteration (SNIPER and slicing: the
+same chips per iteration; the baseline: whole images shrunk to the same pixels); they differ only in
+what they train on and how they infer. Per seed (``SEED`` and ``SNIPER.PLAN.SEED``; the data are the
+same for every seed):
 
-1. synthetic multi-scale set: SNIPER with the suggested scales and the single-scale baseline
-   (``--iters`` each, from scratch): COCO AP, APs, APm, APl on the validation split, and false
-   positives per image at equal (50 %) recall on the distractor-heavy clutter split;
-2. negative chips: the step-1 SNIPER model continued for ``--neg-iters`` on positive chips only and
-   with negative chips mined from its proposals: the same figures;
-3. scale count: the suggestion against one fixed scale fewer and one more (``--num-scales``), on the
-   synthetic set (the suggestion's run is step 1's) and on the generated dense single-band set (one
-   class, 60-80 objects of 8-110 px per 700-800 px image; the rule suggests two scales there, its
-   minimum, so one and three are trained against it). Where a suggestion has one scale (only with
-   ``min_scales=1``), "one fewer" is impossible: only one more is trained.
+1. ``methods``: the three configs on two data sets: the synthetic multi-scale set (objects of 6-400 px,
+   3 classes, look-alike distractors) and the dense single-band set (one class, 60-80 objects of
+   8-110 px per image: where slicing is what practitioners use). Figures: COCO AP, APs, APm, APl on the
+   validation split at the end of the schedule and at its middle (the model saved half-way, evaluated
+   on its own: does the ranking change between the last two evaluations?), false positives per image at
+   equal (50 %) recall on the distractor-heavy clutter split (synthetic set), training time per iteration.
+2. ``negatives``: the step-1 SNIPER model of the synthetic set continued for ``--neg-iters`` on positive
+   chips only and with negative chips mined from its proposals: the same figures (no half-way evaluation).
 
-Runs go study by study (all seeds of step 1, then of step 2, then of step 3), the tables are printed
-and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json`` exists is read
-back instead of redone: a bench cut short still has every seed of its first studies, and running the
-same command again continues it.
+Runs go seed by seed (every method on both data sets), then the negative study seed by seed; the tables
+are printed and ``summary.json`` rewritten after every run, and a run whose ``eval_results.json``
+exists is read back instead of redone: running the same command again continues a cut-short bench.
+After every run (``"final": true`` once all are done) the figures land in
+``benchmarks/results/bench_accuracy.json`` (machine, commit, date, every
+run, mean/std/min/max), from which ``--table`` prints the README's markdown tables, and
+``tools/compute_scale_stats.py`` quotes them when it recommends a config.
 
-CPU budget: the defaults (8 + 3 + 3 small synthetic images of 500-700 px, 6 + 2 dense images,
-100 iterations per model, 50 per continuation, 3 seeds: 24 trainings and 3 proposal dumps) are
-sized for about 30 minutes on 2 otherwise idle CPU cores; run it under ``flock
-/tmp/sniper_heavy.lock``. It prints its own wall time. Such short runs
-from scratch rank the settings, they do not reach the accuracy of long training; figures differ
-across machines and library builds (CPU kernels and thread counts change floating-point sums), so
-compare the spreads, not single digits.
+Each step takes the lock file named by ``--lock`` while it runs (one torch job at a time on a shared
+machine; other jobs interleave between steps). CPU budget of the defaults (3 seeds; 10 + 3 + 3 synthetic
+images of 500-700 px, 6 + 2 dense images of 700-800 px; 100 iterations per model, 40 per continuation:
+18 trainings + 18 half-way evaluations, 3 proposal dumps, 6 continuations): about 35 minutes of exclusive
+use of 2 idle CPU cores (0.6-0.75 s per iteration), about an hour on a busy one (1-1.7 s). Such short
+runs from scratch rank the methods, they do not reach the accuracy of long training;
+figures differ across machines and library builds, so compare the spreads, not single digits.
 
-Example:
-    flock /tmp/sniper_heavy.lock python benchmarks/bench_accuracy.py --output output/bench_accuracy
+Examples:
+    python benchmarks/bench_accuracy.py --output output/bench_accuracy --lock /tmp/sniper_heavy.lock
+    python benchmarks/bench_accuracy.py --table            # the README's tables from the results JSON
 """
 
 import argparse
@@ -40,15 +45,16 @@ import os
 import sys
 import time
 
-import yaml
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from results_store import add_results_argument, load_benchmark_results, save_benchmark_results  # noqa: E402
+
 from lab import experiment as ex  # noqa: E402
+from lab.accuracy_tables import METHODS, markdown_tables, ranking, summarize  # noqa: E402
 from sniper_d2.coco import load_coco_records  # noqa: E402
-from sniper_d2.io import save_json_artifact  # noqa: E402
+from sniper_d2.io import ArtifactError, load_json_artifact, save_json_artifact  # noqa: E402
 
 BASE_CONFIG = "configs/sniper_tiny_cpu.yaml"
-METRICS = ("AP", "APs", "APm", "APl")
+
 
 
 def parse_args(argv=None):
@@ -56,152 +62,146 @@ def parse_args(argv=None):
     p.add_argument("--output", default="output/bench_accuracy", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: %(default)s)")
     p.add_argument("--iters", type=int, default=100, help="iterations per model from scratch (default: %(default)s)")
-    p.add_argument("--neg-iters", type=int, default=50,
+    p.add_argument("--neg-iters", type=int, default=40,
                    help="iterations continuing SNIPER with / without negative chips (default: %(default)s)")
-    p.add_argument("--train-images", type=int, default=8, help="synthetic training images (default: %(default)s)")
+    p.add_argument("--train-images", type=int, default=10, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=3, help="synthetic validation images (default: %(default)s)")
     p.add_argument("--clutter-images", type=int, default=3, help="distractor-heavy images (default: %(default)s)")
-    p.add_argument("--sides", type=int, nargs=2, default=[500, 700], help="synthetic image sides, px (default: %(default)s)")
+    p.add_argument("--sides", type=int, nargs=2, default=[500, 700],
+                   help="synthetic image sides, px (default: %(default)s)")
     p.add_argument("--dense-train", type=int, default=6, help="dense training images (default: %(default)s)")
     p.add_argument("--dense-val", type=int, default=2, help="dense validation images (default: %(default)s)")
-    p.add_argument("--dense-sides", type=int, nargs=2, default=[700, 800], help="dense image sides, px (default: %(default)s)")
+    p.add_argument("--dense-sides", type=int, nargs=2, default=[700, 800],
+                   help="dense image sides, px (default: %(default)s)")
     p.add_argument("--dense-objects", type=int, nargs=2, default=[60, 80],
                    help="objects per dense image (default: %(default)s)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["negatives", "scales"], help="parts to leave out")
+    p.add_argument("--skip", nargs="*", default=[], choices=["dense", "negatives", "mid"],
+                   help="parts to leave out: the dense set, the negative-chip study, the half-way evaluations")
+    p.add_argument("--train-only", nargs="*", default=None, choices=["synthetic", "dense"], metavar="SET",
+                   help="train models of these data sets only; finished runs of the others are still reported "
+                        "(default: all)")
+    p.add_argument("--lock", default="", help="lock file each step holds while it runs (e.g. /tmp/sniper_heavy.lock)")
+    p.add_argument("--table", action="store_true", help="print the markdown tables of --results and exit")
+    add_results_argument(p, "bench_accuracy")
     return p.parse_args(argv)
 
 
-def fixed_scales(config):
-    """The number of fixed (non-fit) scales in a written sniper.yaml."""
-    with open(config) as f:
-        scales = yaml.safe_load(f)["SNIPER"]["SCALES"]
-    return sum(1 for s in scales if s != -1), scales
-
-
-def variant_counts(n):
-    """Scale counts to compare with the suggestion's ``n``: one fewer (when n > 1) and one more."""
-    return [n - 1, n + 1] if n > 1 else [n + 1]
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.perf_counter()
-    out = os.path.abspath(args.output)
+def make_data(args, out):
+    """Generate the data sets and their configs; returns {name: {"configs", "val", "clutter"}}."""
     py = sys.executable
     syn, dense = os.path.join(out, "data", "synthetic"), os.path.join(out, "data", "dense")
     ex.run([py, "tools/make_synthetic_dataset.py", "--output", syn, "--train", str(args.train_images),
             "--val", str(args.val_images), "--clutter", str(args.clutter_images),
             "--min-side", str(args.sides[0]), "--max-side", str(args.sides[1])], quiet=True)
-    jsons = {split: os.path.join(syn, f"{split}.json") for split in ("train", "val", "clutter")}
-    configs = {"synthetic": {}, "dense": {}}
-    configs["synthetic"]["suggested"] = ex.make_configs(jsons["train"], [jsons["val"], jsons["clutter"]], BASE_CONFIG,
-                                                        os.path.join(out, "configs", "synthetic"), "synthetic")
-    n_syn, scales_syn = fixed_scales(configs["synthetic"]["suggested"]["sniper"])
-    if "scales" not in args.skip:
+    data = {"synthetic": {"configs": ex.make_configs(
+        os.path.join(syn, "train.json"), [os.path.join(syn, "val.json"), os.path.join(syn, "clutter.json")],
+        BASE_CONFIG, os.path.join(out, "configs", "synthetic"), "synthetic", quiet=True),
+        "val": "synthetic_val", "clutter": os.path.join(syn, "clutter.json")}}
+    if "dense" not in args.skip:
         ex.run([py, "tools/make_synthetic_dataset.py", "--dense", "--output", dense, "--train", str(args.dense_train),
                 "--val", str(args.dense_val), "--min-side", str(args.dense_sides[0]),
                 "--max-side", str(args.dense_sides[1]), "--objects", *map(str, args.dense_objects)], quiet=True)
-        dense_train, dense_val = os.path.join(dense, "train.json"), os.path.join(dense, "val.json")
-        configs["dense"]["suggested"] = ex.make_configs(dense_train, [dense_val], BASE_CONFIG,
-                                                        os.path.join(out, "configs", "dense"), "dense")
-        n_dense, scales_dense = fixed_scales(configs["dense"]["suggested"]["sniper"])
-        for name, n, train_json, tests in (("synthetic", n_syn, jsons["train"], [jsons["val"], jsons["clutter"]]),
-                                           ("dense", n_dense, dense_train, [dense_val])):
-            for k in variant_counts(n):
-                configs[name][f"{k} scales"] = ex.make_configs(
-                    train_json, tests, BASE_CONFIG, os.path.join(out, "configs", f"{name}_{k}"), name,
-                    "--num-scales", str(k), quiet=True)
-    clutter_records, _ = load_coco_records(jsons["clutter"])
+        data["dense"] = {"configs": ex.make_configs(
+            os.path.join(dense, "train.json"), [os.path.join(dense, "val.json")], BASE_CONFIG,
+            os.path.join(out, "configs", "dense"), "dense", quiet=True), "val": "dense_val", "clutter": None}
+    return data
 
-    runs = {}  # (study, model) -> list over seeds of {"bbox": ..., "fp": ...}
 
-    def record(study, model, output_dir, dataset, clutter=True):
-        entry = {"seed": os.path.basename(os.path.dirname(output_dir)), "bbox": ex.bbox_results(output_dir, dataset)}
-        if clutter:
-            entry["fp"] = ex.clutter_false_positives(output_dir, "synthetic_clutter", clutter_records)
-        runs.setdefault((study, model), []).append(entry)
-        report(args, runs, out, time.perf_counter() - start)
+def main(argv=None):
+    args = parse_args(argv)
+    if args.table:
+        print(markdown_tables(load_benchmark_results(args.results)["figures"]))
+        return
+    if args.lock:
+        os.environ[ex.HEAVY_LOCK_ENV] = os.path.abspath(args.lock)
+    start = time.perf_counter()
+    out = os.path.abspath(args.output)
+    data = make_data(args, out)
+    clutter = {name: load_coco_records(d["clutter"])[0] for name, d in data.items() if d["clutter"]}
+    runs = {}  # "dataset | method" -> list over seeds of run figures
 
-    def train(config, output_dir, iters, *opts):
-        """A run that finished before (its eval_results.json exists) is read back, not redone."""
-        if os.path.isfile(os.path.join(output_dir, "eval_results.json")):
+    def record(key, output_dir, dataset_name, iters):
+        d = data[dataset_name]
+        entry = {"seed": int(os.path.basename(os.path.dirname(output_dir))[4:]),
+                 "bbox": ex.bbox_results(output_dir, d["val"]),
+                 "seconds_per_iter": ex.seconds_per_iteration(output_dir)}
+        mid = os.path.join(output_dir, "mid")
+        if os.path.isfile(os.path.join(mid, "eval_results.json")):
+            entry["bbox_mid"] = ex.bbox_results(mid, d["val"])
+            entry["mid_iter"] = iters // 2
+        if d["clutter"]:
+            fp = ex.clutter_false_positives(output_dir, f"{dataset_name}_clutter", clutter[dataset_name])
+            entry["fp_at_50_recall"] = fp["at_recall"]["fp_per_image"] if fp["at_recall"]["reached"] else None
+            entry["fp_at_score_0.5"] = fp["fixed"]["fp_per_image"]
+        runs.setdefault(key, []).append(entry)
+        report(args, data, runs, out, time.perf_counter() - start)
+
+    def train(config, output_dir, iters, dataset_name, *opts, mid=True):
+        """Train (with a half-way checkpoint, evaluated on its own when ``mid``) unless a finished run is
+        there; None when the run is missing and ``--train-only`` leaves its data set out."""
+        finished = os.path.isfile(os.path.join(output_dir, "eval_results.json"))
+        if finished:
             print(f"\n(reusing {output_dir})", flush=True)
-            return output_dir
-        return ex.train(config, output_dir, iters, *opts, quiet=True)
+        elif args.train_only is not None and dataset_name not in args.train_only:
+            return None
+        else:
+            ex.train(config, output_dir, iters, *opts, "SOLVER.CHECKPOINT_PERIOD", str(iters // 2), quiet=True)
+        half = os.path.join(output_dir, f"model_{iters // 2 - 1:07d}.pth")
+        mid_dir = os.path.join(output_dir, "mid")
+        done = os.path.isfile(os.path.join(mid_dir, "eval_results.json"))
+        trains = args.train_only is None or dataset_name in args.train_only
+        if mid and trains and "mid" not in args.skip and os.path.isfile(half) and not done:
+            ex.evaluate(config, mid_dir, half, *opts, "DATASETS.TEST", f'("{data[dataset_name]["val"]}",)',
+                        quiet=True)
+        return output_dir
 
-    # Study by study, each over all seeds: the first studies have every seed even if the run is cut short.
-    syn = configs["synthetic"]["suggested"]
-    main_label = f"SNIPER {scales_syn}"
-    for seed in args.seeds:
-        seed_dir, sopts = os.path.join(out, f"seed{seed}"), ex.seed_opts(seed)
-        record("main", main_label, train(syn["sniper"], os.path.join(seed_dir, "sniper"), args.iters, *sopts),
-               "synthetic_val")
-        record("main", "single-scale baseline",
-               train(syn["baseline"], os.path.join(seed_dir, "baseline"), args.iters, *sopts), "synthetic_val")
+    for seed in args.seeds:  # seed by seed: a cut-short bench has as many seeds of every method and data set
+        seed_dir = os.path.join(out, f"seed{seed}")
+        for name, d in data.items():
+            for method in METHODS:
+                o = train(d["configs"][method], os.path.join(seed_dir, f"{name}_{method}"), args.iters, name,
+                          *ex.seed_opts(seed))
+                if o is not None:
+                    record(f"{name} | {method}", o, name, args.iters)
     if "negatives" not in args.skip:
+        cfg = data["synthetic"]["configs"]["sniper"]
         for seed in args.seeds:
             seed_dir, sopts = os.path.join(out, f"seed{seed}"), ex.seed_opts(seed)
-            sniper_out = os.path.join(seed_dir, "sniper")
+            sniper_out = os.path.join(seed_dir, "synthetic_sniper")
             weights = os.path.join(sniper_out, "model_final.pth")
             proposals = os.path.join(seed_dir, "proposals.npz")
             if not os.path.isfile(proposals):
-                ex.dump_proposals(syn["sniper"], sniper_out, weights, proposals, quiet=True)
-            record("negatives", "positive chips only",
-                   train(syn["sniper"], os.path.join(seed_dir, "sniper_pos_more"), args.neg_iters, *sopts,
-                         "MODEL.WEIGHTS", weights), "synthetic_val")
-            record("negatives", "+ negative chips",
-                   train(syn["sniper"], os.path.join(seed_dir, "sniper_neg"), args.neg_iters, *sopts,
-                         "MODEL.WEIGHTS", weights, "SNIPER.NEG.PROPOSALS_FILE", proposals), "synthetic_val")
-    if "scales" not in args.skip:
-        runs[("scales synthetic", f"suggested: {n_syn} scales")] = runs[("main", main_label)]
-        for seed in args.seeds:
-            seed_dir, sopts = os.path.join(out, f"seed{seed}"), ex.seed_opts(seed)
-            for key, cfg in configs["synthetic"].items():
-                if key != "suggested":
-                    o = train(cfg["sniper"], os.path.join(seed_dir, f"synthetic_{key.replace(' ', '_')}"), args.iters,
-                              *sopts, "DATASETS.TEST", '("synthetic_val",)')
-                    record("scales synthetic", key, o, "synthetic_val", clutter=False)
-            for key, cfg in configs["dense"].items():
-                o = train(cfg["sniper"], os.path.join(seed_dir, f"dense_{key.replace(' ', '_')}"), args.iters, *sopts)
-                label = f"suggested: {n_dense} scale{'s' * (n_dense > 1)} {scales_dense}" if key == "suggested" else key
-                record("scales dense", label, o, "dense_val", clutter=False)
-    report(args, runs, out, time.perf_counter() - start, final=True)
+                ex.dump_proposals(cfg, sniper_out, weights, proposals, quiet=True)
+            for key, extra in (("positives", ()), ("negatives", ("SNIPER.NEG.PROPOSALS_FILE", proposals))):
+                o = train(cfg, os.path.join(seed_dir, f"synthetic_sniper_{key}"), args.neg_iters, "synthetic",
+                          *sopts, "MODEL.WEIGHTS", weights, *extra, mid=False)
+                if o is not None:
+                    record(f"negatives | {key}", o, "synthetic", args.neg_iters)
+    report(args, data, runs, out, time.perf_counter() - start, final=True)
 
 
-def report(args, runs, out, seconds, final=False):
-    """Print the tables (mean ± sample std [min, max] over the seeds run so far) and write summary.json."""
-    print(f"\n== bench_accuracy{'' if final else ' (so far)'}: seeds {args.seeds}, {args.iters} iterations per model "
-          f"from scratch, {args.neg_iters} per continuation; {args.train_images} synthetic training images of "
-          f"{args.sides[0]}-{args.sides[1]} px, {args.val_images} validation, {args.clutter_images} clutter; "
-          f"dense: {args.dense_train} + {args.dense_val} images of {args.dense_sides[0]}-{args.dense_sides[1]} px; "
-          f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores ==")
-    print("mean ± sample std [min, max] over seeds (n = seeds run)")
-    summary = {}
-    for study in ("main", "negatives", "scales synthetic", "scales dense"):
-        rows = [(model, entries) for (s, model), entries in runs.items() if s == study]
-        if not rows:
-            continue
-        print(f"\n-- {study} --")
-        for model, entries in rows:
-            cells = {m: ex.mean_spread([e["bbox"][m] for e in entries]) for m in METRICS}
-            line = "  ".join(f"{m} {ex.format_mean_spread([e['bbox'][m] for e in entries])}" for m in METRICS)
-            print(f"  {model:<30s} n={len(entries)}  {line}")
-            summary[f"{study} | {model}"] = {"bbox": cells, "seeds": len(entries)}
-            if "fp" in entries[0]:
-                fp = [e["fp"]["at_recall"]["fp_per_image"] if e["fp"]["at_recall"]["reached"] else float("nan")
-                      for e in entries]
-                reached = sum(e["fp"]["at_recall"]["reached"] for e in entries)
-                print(f"  {'':<30s}      clutter FP per image at 50% recall: {ex.format_mean_spread(fp, 2)} "
-                      f"(50% recall reached in {reached}/{len(entries)} seeds)")
-                summary[f"{study} | {model}"]["fp_at_50_recall"] = ex.mean_spread(fp)
-    save_json_artifact(os.path.join(out, "summary.json"), "sniper_d2.bench_accuracy", 1,
-                       {"args": vars(args), "minutes": seconds / 60, "final": final, "results": summary,
-                        "runs": {f"{s} | {m}": v for (s, m), v in runs.items()}})
-    print(f"wrote {os.path.join(out, 'summary.json')}", flush=True)
+def report(args, data, runs, out, seconds, final=False):
+    """Print the tables so far, write ``summary.json`` and the results JSON (``final`` False until the end)."""
+    summary = {key: summarize(entries) for key, entries in runs.items()}
+    by_dataset = {}
+    for name, d in data.items():
+        rec = load_json_artifact(d["configs"]["recommendation"], "sniper_d2.recommendation", 1)
+        methods = {m: summary[f"{name} | {m}"] for m in METHODS if f"{name} | {m}" in summary}
+        if methods:
+            by_dataset[name] = {"case": rec["case"], "traits": rec["traits"], "slice_scale": rec["slice_scale"],
+                                "AP": {m: {k: s["AP"][k] for k in ("mean", "std", "n")} for m, s in methods.items()},
+                                "ranking_end": ranking(methods, METHODS),
+                                "ranking_mid": ranking(methods, METHODS, "mid")}
+    figures = {"settings": {k: v for k, v in vars(args).items() if k not in ("table", "results", "lock")},
+               "minutes": seconds / 60, "final": final, "summary": summary, "by_dataset": by_dataset, "runs": runs}
+    print(f"\n== bench_accuracy{'' if final else ' (so far)'}: {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ==")
+    print(markdown_tables(figures), flush=True)
+    save_json_artifact(os.path.join(out, "summary.json"), "sniper_d2.bench_accuracy", 2, figures)
+    save_benchmark_results("bench_accuracy", figures, args.results)
 
 
 if __name__ == "__main__":
     try:
         main()
-    except ex.StepFailed as e:
+    except (ex.StepFailed, ArtifactError) as e:
         sys.exit(f"bench_accuracy.py: {e}")

@@ -6,6 +6,8 @@ process, one after the other (one torch job at a time): data generation, configs
 read-back helpers turn the results into tables. Numpy only: no torch in this process.
 """
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -17,28 +19,35 @@ from sniper_d2.results import load_eval_results
 
 from .analysis import false_positive_stats, false_positives_at_recall, load_coco_results
 
-__all__ = ["ROOT", "StepFailed", "run", "schedule_opts", "seed_opts", "make_configs", "train", "dump_proposals",
-           "bbox_results", "clutter_false_positives", "mean_spread", "format_mean_spread", "format_side_by_side"]
+__all__ = ["ROOT", "StepFailed", "HEAVY_LOCK_ENV", "run", "schedule_opts", "seed_opts", "make_configs", "train",
+           "evaluate", "dump_proposals", "bbox_results", "clutter_false_positives", "seconds_per_iteration",
+           "mean_spread", "format_mean_spread", "format_side_by_side"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
+# When this environment variable names a file, every step holds an exclusive lock on it while it
+# runs (fcntl.flock, as ``flock FILE cmd`` does), so that on a shared machine one torch job runs at a
+# time and other jobs can take turns between the steps.
+HEAVY_LOCK_ENV = "SNIPER_HEAVY_LOCK"
 
 
 class StepFailed(RuntimeError):
     """A step's process exited with a non-zero status (its output was printed above)."""
 
 
-def run(cmd, quiet=False):
+def run(cmd, quiet=False, heavy=False):
     """Run one step from the repository root, echoing the command; returns its wall time in seconds.
 
     Args:
         cmd (list[str]): the command. quiet (bool): hide its output unless it fails.
+        heavy (bool): a torch job (training, evaluation, proposal dump): hold ``$SNIPER_HEAVY_LOCK``.
 
     Raises:
         StepFailed: the command failed.
     """
     print("\n$ " + " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=quiet, text=True)
+    with _heavy_lock() if heavy else contextlib.nullcontext():
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=quiet, text=True)
     if proc.returncode != 0:
         if quiet:
             sys.stdout.write(proc.stdout[-5000:] + proc.stderr[-5000:])
@@ -46,6 +55,23 @@ def run(cmd, quiet=False):
     elapsed = time.perf_counter() - start
     print(f"  ({elapsed:.0f} s)", flush=True)
     return elapsed
+
+
+@contextlib.contextmanager
+def _heavy_lock():
+    """Hold the lock file named by ``$SNIPER_HEAVY_LOCK`` (if set) for the duration of one step."""
+    path = os.environ.get(HEAVY_LOCK_ENV)
+    if not path:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def schedule_opts(iters):
@@ -61,27 +87,53 @@ def seed_opts(seed):
 
 
 def make_configs(train_json, test_jsons, base_config, output_dir, name, *extra, quiet=False):
-    """``tools/compute_scale_stats.py``: write ``sniper.yaml`` and ``baseline.yaml`` for the data.
+    """``tools/compute_scale_stats.py``: write ``sniper.yaml``, ``baseline.yaml`` and ``sliced.yaml``.
 
     Returns:
-        dict: ``sniper``, ``baseline`` (config paths).
+        dict: ``sniper``, ``baseline``, ``sliced`` (config paths), ``recommendation`` (its json).
     """
     run([sys.executable, "tools/compute_scale_stats.py", train_json, "--val-json", *test_jsons, "--config",
          base_config, "--output-dir", output_dir, "--name", name, *extra], quiet=quiet)
-    return {"sniper": os.path.join(output_dir, "sniper.yaml"), "baseline": os.path.join(output_dir, "baseline.yaml")}
+    return {key: os.path.join(output_dir, f"{key}.{'json' if key == 'recommendation' else 'yaml'}")
+            for key in ("sniper", "baseline", "sliced", "recommendation")}
 
 
 def train(config, output_dir, iters, *opts, quiet=False):
     """``train_net.py`` for ``iters`` iterations from ``config`` into ``output_dir`` (then its evaluation)."""
     run([sys.executable, "train_net.py", "--config-file", config, "--num-gpus", "1", *schedule_opts(iters),
-         "OUTPUT_DIR", output_dir, *opts], quiet=quiet)
+         "OUTPUT_DIR", output_dir, *opts], quiet=quiet, heavy=True)
     return output_dir
+
+
+def evaluate(config, output_dir, weights, *opts, quiet=False):
+    """``train_net.py --eval-only``: evaluate ``weights`` with ``config`` into ``output_dir`` (``weights``
+    win over a ``MODEL.WEIGHTS`` among ``opts``)."""
+    run([sys.executable, "train_net.py", "--config-file", config, "--num-gpus", "1", "--eval-only",
+         "OUTPUT_DIR", output_dir, *opts, "MODEL.WEIGHTS", weights], quiet=quiet, heavy=True)  # last: these weights
+    return output_dir
+
+
+def seconds_per_iteration(output_dir, skip=20):
+    """Median training time per iteration (s) of a run, from detectron2's ``metrics.json`` (the
+    ``time`` field, iterations after ``skip``); NaN when the run logged none."""
+    path = os.path.join(output_dir, "metrics.json")
+    times = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if "time" in entry and entry.get("iteration", 0) >= skip:
+                    times.append(float(entry["time"]))
+    return float(np.median(times)) if times else float("nan")
 
 
 def dump_proposals(config, output_dir, weights, proposals, *opts, quiet=False):
     """``tools/dump_proposals.py``: the weak detector's proposals over the training set."""
     run([sys.executable, "tools/dump_proposals.py", "--config-file", config, "--output", proposals,
-         "OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", weights, *opts], quiet=quiet)
+         "OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", weights, *opts], quiet=quiet, heavy=True)
     return proposals
 
 

@@ -79,6 +79,15 @@ def add_sniper_config(cfg):
     _C.SNIPER.PLAN.SEED = 0
     # Worker processes used to plan (0 = plan in the main process).
     _C.SNIPER.PLAN.NUM_WORKERS = 2
+    # Which chips are trained. "sniper": positive chips covering the objects valid at each scale
+    # (greedy cover, re-drawn each epoch) plus sampled negative chips. "sliced": plain slicing as
+    # SAHI / PaddleDetection smalldet / DeepForest train: every CHIP_SIZE tile of a regular grid at
+    # every scale (background tiles included), every tile every epoch in a new order, every object
+    # valid whatever its size (VALID_RANGES and negative chips are not used), boxes cut below
+    # MIN_VISIBLE_FRACTION ignored. Same mapper, loader and evaluation: only the chips differ.
+    _C.SNIPER.PLAN.MODE = "sniper"
+    # "sliced": overlap of neighbouring tiles, as a fraction of CHIP_SIZE, in [0, 1) (SAHI: 0.2).
+    _C.SNIPER.PLAN.SLICE_OVERLAP = 0.2
 
     # ---------------------------------------------------------------------------------------
     # Negative chips (mined from a weak detector's proposals, see tools/dump_proposals.py)

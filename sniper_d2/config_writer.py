@@ -1,4 +1,5 @@
-"""The configs a user trains next: SNIPER with derived scales, and its equal-pixel single-scale baseline.
+"""The configs a user trains next: SNIPER with derived scales, plain slicing, and the equal-pixel
+single-scale baseline.
 
 Numpy and PyYAML only (``tools/compute_scale_stats.py`` runs without torch). Both configs take the
 user's config as ``_BASE_`` and add what the data decides:
@@ -12,7 +13,12 @@ user's config as ``_BASE_`` and add what the data decides:
 - baseline: ``SNIPER.ENABLED False``, ``B`` whole images per iteration resized to a short side ``S``
   such that ``B * S^2 * aspect`` (median long/short side of the training images) equals SNIPER's
   ``SOLVER.IMS_PER_BATCH * CHIP_SIZE^2`` training pixels per iteration; ``B`` = a quarter of
-  SNIPER's chips per batch (at least 1) and ``BASE_LR`` scaled by the linear rule.
+  SNIPER's chips per batch (at least 1) and ``BASE_LR`` scaled by the linear rule;
+- sliced: the whole slicing workflow (SAHI, PaddleDetection smalldet, DeepForest) through the same
+  planner, loader and evaluator: ``SNIPER.PLAN.MODE "sliced"``, every ``CHIP_SIZE`` tile at the one
+  scale that puts the median object mid-band (:class:`SliceSettings`), every object valid, as many
+  chips per iteration and iterations as SNIPER; inference on tiles of ``CHIP_SIZE`` at that scale
+  alone, every detection kept.
 """
 
 import math
@@ -26,8 +32,11 @@ import numpy as np
 from .coco import DatasetError, load_coco_records
 from .config_files import config_value
 
-__all__ = ["DatasetInfo", "dataset_info", "detection_cap", "baseline_resize", "dataset_name",
-           "write_configs"]
+__all__ = ["DatasetInfo", "SliceSettings", "slice_settings", "dataset_info", "detection_cap", "baseline_resize",
+           "dataset_name", "write_configs"]
+
+# Overlap of neighbouring training tiles, fraction of the tile side: SAHI's default (0.2).
+DEFAULT_SLICE_OVERLAP = 0.2
 
 
 @dataclass
@@ -47,6 +56,34 @@ class DatasetInfo:
     categories: list
     max_objects: int
     sizes_hw: np.ndarray
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    """Plain slicing at one scale (``sliced.yaml``).
+
+    Attributes:
+        scale (float): resize factor putting the median object mid-band (3 significant digits).
+        overlap (float): training tiles' overlap, fraction of ``CHIP_SIZE``.
+        test_overlap_px (int): test tiles' overlap, scaled pixels: at least the training overlap, and
+            the 98th-percentile object at ``scale`` (capped at half a tile), so that tiled inference,
+            which drops boxes cut by an inner tile border, sees nearly every object whole in a tile.
+    """
+
+    scale: float
+    overlap: float
+    test_overlap_px: int
+
+
+def slice_settings(absolute, suggestion, overlap=DEFAULT_SLICE_OVERLAP):
+    """:class:`SliceSettings` for objects of sizes ``absolute`` ((N,) sqrt(w*h), original pixels)."""
+    from .stats import single_scale_alternative
+
+    scale = float(f"{single_scale_alternative(absolute, suggestion.band):.3g}")
+    chip = int(suggestion.chip_size)
+    big = float(np.percentile(np.asarray(absolute, np.float64), 98)) * scale if len(absolute) else 0.0
+    test_overlap = min(max(int(round(overlap * chip)), int(math.ceil(big / 8.0)) * 8), chip // 2)
+    return SliceSettings(scale=scale, overlap=float(overlap), test_overlap_px=test_overlap)
 
 
 def dataset_name(json_file, prefix=None):
@@ -102,8 +139,8 @@ def _register(infos, image_roots):
     return _tuple(entries)
 
 
-def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=(), image_roots=None):
-    """Write ``<output_dir>/sniper.yaml`` and ``<output_dir>/baseline.yaml``.
+def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=(), image_roots=None, slicing=None):
+    """Write ``<output_dir>/sniper.yaml``, ``baseline.yaml`` and (with ``slicing``) ``sliced.yaml``.
 
     Args:
         output_dir (str): folder to write into.
@@ -112,9 +149,11 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
         suggestion (ScaleSuggestion): the derived SNIPER settings.
         train (DatasetInfo): the training json. tests (list[DatasetInfo]): validation / test jsons.
         image_roots (list[str] or None): per data set (train first) image folder; "" = beside the json.
+        slicing (SliceSettings or None): write ``sliced.yaml`` too (:func:`slice_settings`).
 
     Returns:
-        dict: ``sniper`` and ``baseline`` (paths), ``commands`` (list[str]: train both, evaluate,
+        dict: ``sniper``, ``baseline`` and (with ``slicing``) ``sliced`` (paths), ``commands`` (list[str]:
+        train each, evaluate,
         infer), ``cap``, ``baseline_short``, ``baseline_long``, ``baseline_images``.
 
     Raises:
@@ -187,17 +226,42 @@ def write_configs(output_dir, base_config, cfg_dict, suggestion, train, tests=()
         f"  MAX_SIZE_TEST: {long}",
         f"OUTPUT_DIR: \"{os.path.join(out_root, train.name + '_baseline')}\"",
     ]) + "\n"
+    texts = {"sniper": sniper_yaml, "baseline": baseline_yaml}
+    if slicing is not None:
+        chip = int(suggestion.chip_size)
+        texts["sliced"] = "\n".join([
+            f"# Plain slicing for {os.path.join(output_dir, 'sniper.yaml')}: the same model, data, caps, chips per",
+            f"# iteration and iterations; every {chip} px tile (overlap {slicing.overlap:g}) at {slicing.scale:g}x,",
+            "# the scale that puts the median object mid-band, background tiles included, every object valid;",
+            f"# inference on {chip} px tiles at that scale alone (overlap {slicing.test_overlap_px} px), as SAHI",
+            "# infers.",
+            *head(),
+            "SNIPER:",
+            "  ENABLED: True",
+            f"  REGISTER_COCO: {_register(infos, roots)}",
+            f"  SCALES: [{slicing.scale:g}]",
+            "  VALID_RANGES: [[0.0, -1.0]]  # not used when slicing: every size is valid",
+            f"  CHIP_SIZE: {chip}",
+            "  PLAN:",
+            "    MODE: \"sliced\"",
+            f"    SLICE_OVERLAP: {slicing.overlap:g}",
+            "  NEG:",
+            "    MIN_PROPOSALS: [25]  # not used when slicing (background tiles are trained already)",
+            "  TEST:",
+            f"    SCALES: [{slicing.scale:g}]",
+            "    VALID_RANGES: [[0.0, -1.0]]",
+            f"    TILE_SIZE: {chip}",
+            f"    TILE_OVERLAP: {slicing.test_overlap_px}",
+            f"OUTPUT_DIR: \"{os.path.join(out_root, train.name + '_sliced')}\"",
+        ]) + "\n"
     os.makedirs(output_dir, exist_ok=True)
-    paths = {"sniper": os.path.join(output_dir, "sniper.yaml"), "baseline": os.path.join(output_dir, "baseline.yaml")}
-    for key, text in (("sniper", sniper_yaml), ("baseline", baseline_yaml)):
+    paths = {key: os.path.join(output_dir, f"{key}.yaml") for key in texts}
+    for key, text in texts.items():
         with atomic_open(paths[key]) as f:
             f.write(text)
     q = shlex.quote
     sniper_out = os.path.join(out_root, train.name + "_sniper")
-    commands = [
-        f"python train_net.py --config-file {q(paths['sniper'])} --num-gpus 1",
-        f"python train_net.py --config-file {q(paths['baseline'])} --num-gpus 1",
-    ]
+    commands = [f"python train_net.py --config-file {q(paths[key])} --num-gpus 1" for key in texts]
     if tests:
         commands.append(f"python train_net.py --config-file {q(paths['sniper'])} --eval-only "
                         f"MODEL.WEIGHTS {q(os.path.join(sniper_out, 'model_final.pth'))}")

@@ -10,6 +10,10 @@ Seeds: the chips of (epoch e, image i, scale s) use the seed ``[seed, e, i, s]``
 ``[seed, e, i, s, 1]``), so they do not depend on the number of workers or processes, on which
 images are planned together, or on the order of work.
 
+Plan modes (``SNIPER.PLAN.MODE``): "sniper" plans the chips above; "sliced" plans every tile of a
+regular grid instead (:func:`slice_images`: plain slicing, the baseline practitioners use), through
+the same file, loader and mapper.
+
 Negative chips: the plan stores, per epoch, image and scale, *all* negative chips the proposals
 support (``is_negative`` True); sampling ``SNIPER.NEG.CHIPS_PER_IMAGE`` of them per epoch is the
 training data set's job (:func:`sniper_d2.data.chip_dataset.epoch_chip_indices`). Images without
@@ -28,17 +32,20 @@ import numpy as np
 from .chips import (batch_negative_chips, batch_positive_chips, in_valid_range, off_object_proposals,
                     resolve_scale)
 from .coco import crowd_flags, non_crowd_boxes, sanitize_boxes
-from .config_types import ConfigError, is_fit, parse_scales
+from .config_types import ConfigError, ValidRange, is_fit, parse_scales
 from .io import ArtifactError, load_npz_artifact, save_npz_artifact, stable_hash
 
-__all__ = ["PlanParams", "ChipPlan", "plan_images", "build_plan", "merge_plans", "save_plan", "load_plan",
-           "load_matching_plan", "load_or_build_plan", "clean_record_inputs", "dataset_hash", "proposals_digest",
+__all__ = ["PlanParams", "ChipPlan", "PLAN_MODES", "plan_images", "slice_images", "build_plan", "merge_plans",
+           "save_plan", "load_plan", "load_matching_plan", "load_or_build_plan", "clean_record_inputs", "dataset_hash",
+           "proposals_digest",
            "plan_config_hash", "PLAN_FORMAT", "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 PLAN_FORMAT = "sniper_d2.chip_plan"
 PLAN_VERSION = 1
+# SNIPER.PLAN.MODE values: SNIPER's positive / negative chips, or every tile of a grid (slicing).
+PLAN_MODES = ("sniper", "sliced")
 # Fewer images than this are planned in the calling process: a pool would cost more than it saves.
 _MIN_IMAGES_PER_POOL = 16
 # Images planned in one call (plan_images): at most this many, and padded greedy score arrays of at
@@ -61,6 +68,9 @@ class PlanParams:
             (empty: 1 everywhere).
         neg_chips_per_image (int): negative chips sampled per image per epoch by the training data
             set; carried for it, not used to plan (and not part of :meth:`hash`).
+        mode (str): ``"sniper"`` or ``"sliced"`` (every grid tile; then every valid range is
+            ``[0, inf)``: every object is valid at every scale, whatever the config's ranges).
+        slice_overlap (float): ``"sliced"``: overlap of neighbouring tiles, fraction of ``chip_size``.
     """
 
     scales: tuple
@@ -69,9 +79,18 @@ class PlanParams:
     stride: int
     neg_min_proposals: tuple = ()
     neg_chips_per_image: int = 2
+    mode: str = "sniper"
+    slice_overlap: float = 0.2
 
     def __post_init__(self):
+        if self.mode not in PLAN_MODES:
+            raise ConfigError(f"SNIPER.PLAN.MODE {self.mode!r} is not one of {list(PLAN_MODES)}")
+        if not 0 <= float(self.slice_overlap) < 1:
+            raise ConfigError(f"SNIPER.PLAN.SLICE_OVERLAP {self.slice_overlap} must be in [0, 1) (a fraction of "
+                              f"CHIP_SIZE)")
         scales, valid_ranges = parse_scales(self.scales, self.valid_ranges, "SNIPER")
+        if self.mode == "sliced":
+            valid_ranges = tuple(ValidRange(0.0) for _ in scales)  # slicing: every size is a positive
         object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "valid_ranges", valid_ranges)
         if self.neg_min_proposals and len(self.neg_min_proposals) != len(self.scales):
@@ -88,10 +107,15 @@ class PlanParams:
         return cls(scales=s.SCALES, valid_ranges=s.VALID_RANGES,
                    chip_size=int(s.CHIP_SIZE), stride=int(s.CHIP_STRIDE),
                    neg_min_proposals=tuple(int(x) for x in s.NEG.MIN_PROPOSALS),
-                   neg_chips_per_image=int(s.NEG.CHIPS_PER_IMAGE))
+                   neg_chips_per_image=int(s.NEG.CHIPS_PER_IMAGE),
+                   mode=str(getattr(s.PLAN, "MODE", "sniper")),
+                   slice_overlap=float(getattr(s.PLAN, "SLICE_OVERLAP", 0.2)))
 
     def planning_dict(self):
         """The fields that change the chips, JSON-ready (hi = -1 for no upper bound)."""
+        if self.mode == "sliced":  # (SNIPER plans keep the keys, and so the hashes, they had before)
+            return {"mode": "sliced", "scales": [float(s) for s in self.scales], "chip_size": int(self.chip_size),
+                    "slice_overlap": float(self.slice_overlap)}
         return {"scales": [float(s) for s in self.scales],
                 "valid_ranges": [list(r.to_cfg()) for r in self.valid_ranges],
                 "chip_size": int(self.chip_size), "stride": int(self.stride),
@@ -205,6 +229,8 @@ def plan_images(jobs, params, epochs, seed):
         (float32), ``chips`` (M, 4) float32 and ``is_negative`` (bool), ordered by image (as in
         ``jobs``), scale, epoch, positives first, then greedy order.
     """
+    if params.mode == "sliced":
+        return slice_images(jobs, params, epochs)
     num_scales = len(params.scales)
     sizes = np.asarray([j[0] for j in jobs], np.float64).reshape(-1, 2)
     index = np.asarray([j[2] for j in jobs], np.int64)
@@ -273,6 +299,45 @@ def plan_images(jobs, params, epochs, seed):
     return {"image_index": index[img][order].astype(np.int32), "epoch": ep[order].astype(np.int32),
             "scale_index": sc[order].astype(np.int32), "scale": scales[img, sc][order].astype(np.float32),
             "chips": chips[order].astype(np.float32).reshape(-1, 4), "is_negative": neg[order]}
+
+
+def slice_images(jobs, params, epochs):
+    """Plain slicing: every tile of a regular grid, at every scale, in every epoch.
+
+    At scale ``s`` the image is ``scaled_length`` of (H, W) (half up) scaled pixels, cut into the windows
+    of
+    :func:`sniper_d2.geometry.tile_windows` (``CHIP_SIZE`` square, neighbours overlapping by at least
+    ``round(slice_overlap * CHIP_SIZE)`` scaled pixels, the last window of a row or column shifted
+    inward to end at the border; a side shorter than a chip gives one window as long as the side),
+    mapped back to original pixels; a window ending at the scaled border ends at the original
+    border, so the tiles of every scale cover the whole image. Background tiles are kept (no
+    ``is_negative`` chip: every tile is trained every epoch, in the order the data set draws).
+
+    Args and Returns: as :func:`plan_images` (the proposals in ``jobs`` are not used).
+    """
+    from .geometry import scaled_length, tile_windows  # cv2: imported when slicing is planned only
+
+    overlap = int(round(params.slice_overlap * params.chip_size))
+    parts = []
+    for job in jobs:
+        (h, w), index = job[0], job[2]
+        for s, entry in enumerate(params.scales):
+            scale = float(resolve_scale(entry, (h, w), params.chip_size))
+            scaled = (max(1, scaled_length(h, scale)), max(1, scaled_length(w, scale)))
+            win = tile_windows(scaled, params.chip_size, overlap).astype(np.float64)
+            chips = win / scale
+            ends = win[:, 2:] >= np.asarray(scaled[::-1], np.float64)  # windows ending at the border
+            chips[:, 2:] = np.where(ends, np.asarray([w, h], np.float64), np.minimum(chips[:, 2:], [w, h]))
+            parts.append((index, s, scale, chips))
+    image, scale_index, scale = (np.asarray([p[k] for p in parts], np.float64).reshape(-1) for k in range(3))
+    per = np.repeat(np.asarray([len(p[3]) for p in parts], np.int64), epochs)  # rows per (image, scale, epoch)
+    group = np.repeat(np.arange(len(parts)), epochs)
+    chips = np.concatenate([np.tile(p[3], (epochs, 1)) for p in parts] + [np.zeros((0, 4))])
+    return {"image_index": np.repeat(image[group], per).astype(np.int32),
+            "epoch": np.repeat(np.tile(np.arange(epochs), len(parts)), per).astype(np.int32),
+            "scale_index": np.repeat(scale_index[group], per).astype(np.int32),
+            "scale": np.repeat(scale[group], per).astype(np.float32),
+            "chips": chips.astype(np.float32).reshape(-1, 4), "is_negative": np.zeros(len(chips), bool)}
 
 
 def _cover_cells(num_boxes, sizes, scales, stride):

@@ -16,7 +16,7 @@ def test_demo_runs_every_step_and_leaves_results_and_drawings(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "COCO box AP on the synthetic validation set" in proc.stdout
     assert "False positives per image on the distractor-heavy split" in proc.stdout
-    for name in ("sniper", "baseline", "sniper_pos_more", "sniper_neg"):
+    for name in ("sniper", "sliced", "baseline", "sniper_pos_more", "sniper_neg"):
         results = json.loads((out / name / "eval_results.json").read_text())
         assert results["format"] == "sniper_d2.eval_results"
         assert {"synthetic_val", "synthetic_clutter"} <= set(results["results"])

@@ -310,7 +310,8 @@ def test_tool_writes_sniper_and_baseline_configs_that_train_as_printed(tmp_path)
     commands = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("python ")]
     assert commands[0] == f"python train_net.py --config-file {out / 'sniper.yaml'} --num-gpus 1"
     assert commands[1] == f"python train_net.py --config-file {out / 'baseline.yaml'} --num-gpus 1"
-    assert "--eval-only" in commands[2] and commands[3].startswith("python tools/infer.py")
+    assert commands[2] == f"python train_net.py --config-file {out / 'sliced.yaml'} --num-gpus 1"
+    assert "--eval-only" in commands[3] and commands[4].startswith("python tools/infer.py")
     cfgs = {}
     for name in ("sniper", "baseline"):
         cfg = get_cfg()

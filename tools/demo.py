@@ -5,10 +5,12 @@ Steps, each a command a user could run by hand (printed before it runs); steps 2
 "Using sniper_d2 on your data" path:
   1. generate the synthetic data set (tools/make_synthetic_dataset.py);
   2. derive the configs from the training json (tools/compute_scale_stats.py: sniper.yaml with the
-     suggested scales, classes, data sets and detection cap, and baseline.yaml, the single-scale
-     baseline at equal training pixels per iteration, both with configs/sniper_tiny_cpu.yaml as base);
+     suggested scales, classes, data sets and detection cap; baseline.yaml, the single-scale
+     baseline at equal training pixels per iteration; sliced.yaml, plain slicing: every tile at one
+     scale, as many chips per iteration; all with configs/sniper_tiny_cpu.yaml as base);
   3. train SNIPER on positive chips (--iters from scratch) and evaluate it with multi-scale tiled
-     inference; train the baseline the same way: SNIPER against single-scale training at equal cost;
+     inference; train slicing and the baseline the same way: SNIPER against slicing and against
+     single-scale training at equal cost;
   4. dump the RPN proposals of the step-3 SNIPER model (the weak detector) over the training set
      (tools/dump_proposals.py);
   5. continue the step-3 model for --neg-iters more, twice: on positive chips only, and with negative
@@ -20,8 +22,13 @@ Steps, each a command a user could run by hand (printed before it runs); steps 2
 Everything lands under ``--output`` (default ``output/demo``). One run per model: for mean and spread
 over seeds, see benchmarks/bench_accuracy.py.
 
+Budget: about 13.5 minutes on 2 idle CPU cores with the defaults, set-up included (estimated from the
+step times of the 300 + 150 iteration demo, 14 min 48 s: 3 x 180 iterations from scratch and 2 x 90
+continuing at 0.45-0.75 s per iteration, each model then evaluated on 12 images in 30-50 s; set-up,
+data, proposal dump and drawing about 2 minutes).
+
 Example:
-    python tools/demo.py --iters 300 --neg-iters 150
+    python tools/demo.py --iters 180 --neg-iters 90
 """
 
 import argparse
@@ -38,9 +45,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/demo", help="output folder (default: %(default)s)")
     p.add_argument("--data", default="datasets/synthetic", help="synthetic data folder (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=300,
-                   help="iterations of SNIPER and of the baseline, from scratch (default: %(default)s)")
-    p.add_argument("--neg-iters", type=int, default=150,
+    p.add_argument("--iters", type=int, default=180,
+                   help="iterations of SNIPER, slicing and the baseline, from scratch (default: %(default)s)")
+    p.add_argument("--neg-iters", type=int, default=90,
                    help="iterations that continue SNIPER with and without negative chips (default: %(default)s)")
     p.add_argument("--train-images", type=int, default=16, help="synthetic training images (default: %(default)s)")
     p.add_argument("--val-images", type=int, default=6, help="synthetic validation images (default: %(default)s)")
@@ -63,6 +70,7 @@ def main(argv=None):
                               os.path.join(args.output, "configs"), "synthetic")
     sniper_cfg = configs["sniper"]
     sniper_out = ex.train(sniper_cfg, os.path.join(args.output, "sniper"), args.iters)
+    sliced_out = ex.train(configs["sliced"], os.path.join(args.output, "sliced"), args.iters)
     baseline_out = ex.train(configs["baseline"], os.path.join(args.output, "baseline"), args.iters)
     weak_weights = os.path.join(sniper_out, "model_final.pth")
     proposals = ex.dump_proposals(sniper_cfg, sniper_out, weak_weights, os.path.join(args.output, "proposals.npz"))
@@ -73,6 +81,7 @@ def main(argv=None):
 
     total = args.iters + args.neg_iters
     models = {f"single-scale baseline ({args.iters})": baseline_out,
+              f"sliced, every tile at one scale ({args.iters})": sliced_out,
               f"SNIPER ({args.iters})": sniper_out,
               f"SNIPER, positive chips ({total})": pos_out,
               f"SNIPER, + negative chips ({total})": neg_out}
@@ -85,12 +94,12 @@ def main(argv=None):
     print(f"\nFalse positives per image on the distractor-heavy split ({len(records)} images; a false positive "
           "has IoU < 0.5 with every object), at a fixed score and at equal recall (which does not depend on "
           "how each model's scores are calibrated):")
-    print(f"  {'model':<36s} {'score >= 0.5':>14s} {'recall':>7s} {'at 50% recall':>14s} {'on distractors':>15s}")
+    print(f"  {'model':<44s} {'score >= 0.5':>14s} {'recall':>7s} {'at 50% recall':>14s} {'on distractors':>15s}")
     for name, out in models.items():
         fp = ex.clutter_false_positives(out, "synthetic_clutter", records)
         fixed, matched = fp["fixed"], fp["at_recall"]
         at_recall = f"{matched['fp_per_image']:.2f}" if matched["reached"] else "never reached"
-        print(f"  {name:<36s} {fixed['fp_per_image']:14.2f} {fixed['recall']:7.2f} {at_recall:>14s} "
+        print(f"  {name:<44s} {fixed['fp_per_image']:14.2f} {fixed['recall']:7.2f} {at_recall:>14s} "
               f"{matched['fp_on_distractors_per_image']:15.2f}")
 
     # Pictures for a person: one box per object (nested fragments and a second class on the same

@@ -42,7 +42,10 @@ def load_training_plan(cfg, records):
     """Load the chip plan matching (config, data), or build it with every process planning its share."""
     params = PlanParams.from_cfg(cfg)
     proposals = None
-    if cfg.SNIPER.NEG.PROPOSALS_FILE:
+    if cfg.SNIPER.NEG.PROPOSALS_FILE and params.mode == "sliced":
+        logger.warning(f"SNIPER.PLAN.MODE \"sliced\" trains every tile, background included: SNIPER.NEG.PROPOSALS_FILE "
+                       f"{cfg.SNIPER.NEG.PROPOSALS_FILE} is not used")
+    elif cfg.SNIPER.NEG.PROPOSALS_FILE:
         from ..proposals import load_proposals_for_records
 
         proposals = load_proposals_for_records(cfg.SNIPER.NEG.PROPOSALS_FILE, records, cfg.SNIPER.SCALES)
