@@ -570,7 +570,7 @@ def _clean_boxes(boxes, image_size, what):
 
 def in_valid_range(boxes, valid_range):
     """(N,) bool: the box's sqrt(w*h) is valid for training at a scale of ``valid_range``
-    (:class:`sniper_d2.config.ValidRange` or a config pair; ``lo <= size < hi``); boxes (N, 4) XYXY."""
+    (:class:`sniper_d2.config_types.ValidRange` or a config pair; ``lo <= size < hi``); boxes (N, 4) XYXY."""
     size = np.sqrt((boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1]))
     return ValidRange.parse(valid_range).train_mask(size)
 

@@ -2,7 +2,7 @@
 
 - :func:`setup_cfg`: the config of every tool (train_net.py, tools/infer.py, tools/plan_chips.py,
   tools/dump_proposals.py, benchmarks): detectron2 defaults + ``cfg.SNIPER`` keys + yaml file +
-  command-line overrides, unknown keys reported as :class:`~sniper_d2.config.ConfigError` naming the
+  command-line overrides, unknown keys reported as :class:`~sniper_d2.config_types.ConfigError` naming the
   file and the key, then the start-up checks, then detectron2's ``default_setup``.
 - :func:`run_main` / :func:`run_cli`: run a tool's ``main``; the project's own error classes (and a
   missing file) end the program with ``<program>: error: <message>`` (exit status 1); anything else

@@ -14,9 +14,6 @@ stays cheap.
 """
 
 from .config_types import FIT_SCALE, NO_UPPER_BOUND
-# Importable from here too, for code written before the value types moved to config_types (other
-# branches in flight); new code imports them from sniper_d2.config_types.
-from .config_types import ConfigError, ValidRange, is_fit, parse_scales  # noqa: F401
 
 __all__ = ["MOVED_KEYS", "add_sniper_config"]
 

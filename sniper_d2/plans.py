@@ -62,7 +62,7 @@ class PlanParams:
         scales (tuple[float]): per pyramid level, a resize factor or -1 (``FIT_SCALE``: the long
             side fit to ``chip_size``).
         valid_ranges (tuple[ValidRange]): per level, sqrt(w*h) in original pixels (config pairs
-            ``(lo, hi)``, hi -1 = no upper bound, are parsed by :func:`sniper_d2.config.parse_scales`).
+            ``(lo, hi)``, hi -1 = no upper bound, are parsed by :func:`sniper_d2.config_types.parse_scales`).
         chip_size (int), stride (int): chip side and grid step, in scaled pixels.
         neg_min_proposals (tuple[int]): per level, the fewest proposals a negative chip must hold
             (empty: 1 everywhere).

@@ -12,7 +12,7 @@ from conftest import ROOT, tiny_cfg_opts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sniper_d2.config import ConfigError, ValidRange
+from sniper_d2.config_types import ConfigError, ValidRange
 from sniper_d2.plans import PlanParams, build_plan
 from sniper_d2.recommend import data_case, data_traits, recommend
 

@@ -17,10 +17,6 @@ from .derivation import DEFAULT_ANCHOR_SIZES, ScaleSuggestion, comfortable_band,
 from .plot import plot_size_histogram
 from .sizes import image_sizes, object_sizes, size_summary
 
-# Importable from here too, for code written before the config reader moved to config_files
-# (other branches in flight); new code imports them from sniper_d2.config_files.
-from ..config_files import config_value, read_config_yaml  # noqa: F401,E402
-
 __all__ = ["object_sizes", "image_sizes", "size_summary", "comfortable_band", "ScaleSuggestion",
            "suggest_sniper_params", "object_levels", "single_scale_alternative", "estimate_cost",
            "saves_little", "cost_report", "plot_size_histogram", "DEFAULT_ANCHOR_SIZES", "SAVES_LITTLE_RATIO"]
