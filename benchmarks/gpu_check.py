@@ -98,12 +98,13 @@ def probe_batch(cfg, candidates):
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            for _ in range(2):
-                # On the CPU (smoke) the probe runs under CPU autocast (bfloat16), so mixed-precision
-                # dtype mismatches in the SNIPER heads show up without a GPU.
+            # On the CPU (smoke) the probe runs one step on one chip under CPU autocast (bfloat16), so
+            # mixed-precision dtype mismatches in the SNIPER heads show up without a GPU; more would
+            # take minutes on CPUs without native bfloat16 (no AMX), where bf16 convolutions are emulated.
+            for _ in range(2 if cuda else 1):
                 with EventStorage(), torch.autocast("cuda" if cuda else "cpu", dtype=torch.float16 if cuda else torch.bfloat16,
                                                     enabled=cfg.SOLVER.AMP.ENABLED or not cuda):
-                    losses = sum(model(chips[:batch]).values())
+                    losses = sum(model(chips[:batch] if cuda else chips[:1]).values())
                 optimizer.zero_grad()
                 scaler.scale(losses).backward()
                 scaler.step(optimizer)
